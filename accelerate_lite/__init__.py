@@ -1,0 +1,9 @@
+"""accelerate_lite: Hugging Face Accelerate 0.27.2's utility library, reimplemented and tested on simulated worlds."""
+
+__version__ = "0.1.0"
+
+from .utils.enums import DistributedType
+
+# --- state / launchers ----------------------------------------------------------------------
+
+# --- big modeling ---------------------------------------------------------------------------
