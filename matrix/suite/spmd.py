@@ -1,0 +1,129 @@
+"""Hypothesis across ranks: every rank draws the same examples, and the outcome is agreed before hypothesis sees it.
+
+Each rank runs the same `@given` test with the same seed and no database. After checking a property
+the ranks exchange their outcomes (raw torch.distributed, never the library under test) and every
+rank raises if any rank failed, so hypothesis takes the same path on every rank and shrinking
+never desynchronises them. The last failing call is the shrunk example (hypothesis replays it).
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch.distributed as dist
+from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
+from hypothesis.errors import HypothesisException
+
+from ..errors import PropertyFailed
+from .inputs import describe
+
+
+@dataclass(frozen=True)
+class Property:
+    """A property of one operation: inputs to draw and the check each rank runs on them.
+
+    Args:
+        strategy: ctx -> hypothesis strategy of the world input (or None: the check runs once).
+        check: (ctx, example) -> None; raises (PropertyFailed, or anything) when the property fails.
+    """
+
+    strategy: Callable | None
+    check: Callable
+
+
+@dataclass
+class Outcome:
+    """The agreed outcome of one property on every rank."""
+
+    ok: bool
+    examples: int = 0
+    rank: int | None = None
+    ranks: tuple[int, ...] = ()
+    error_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    example: str | None = None
+    per_rank: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__, ranks=list(self.ranks))
+
+
+def _error_of(exc: BaseException) -> dict:
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+
+
+def agree(error: dict | None) -> dict[int, dict]:
+    """Every rank's error (None where it passed), exchanged with raw torch.distributed."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return {0: error} if error else {}
+    outcomes = [None] * dist.get_world_size()
+    dist.all_gather_object(outcomes, error)
+    return {rank: outcome for rank, outcome in enumerate(outcomes) if outcome}
+
+
+def _failed(failing: dict[int, dict], examples: int, example) -> Outcome:
+    first = min(failing)
+    error = failing[first]
+    return Outcome(
+        ok=False, examples=examples, rank=first, ranks=tuple(sorted(failing)), error_type=error["type"],
+        message=error["message"], traceback=error["traceback"],
+        example=None if example is None else describe(example),
+        per_rank={rank: f"{e['type']}: {e['message']}" for rank, e in failing.items()},
+    )
+
+
+def run_once(ctx, check: Callable) -> Outcome:
+    """Run a check with no drawn input on every rank and agree on the outcome."""
+    error = None
+    try:
+        check(ctx)
+    except Exception as exc:  # any failure of the code under test is a result, not a crash
+        error = _error_of(exc)
+    failing = agree(error)
+    return _failed(failing, 1, None) if failing else Outcome(ok=True, examples=1)
+
+
+def run_property(ctx, prop: Property, examples: int, seed: int) -> Outcome:
+    """Check `prop` on `examples` drawn world inputs, shrinking a failure identically on every rank.
+
+    Args:
+        ctx: the cell's Context.
+        prop: the Property.
+        examples: hypothesis max_examples.
+        seed: the seed every rank draws from (reported so a failure can be replayed).
+
+    Returns:
+        The agreed Outcome; on failure it names the first failing rank, all failing ranks and the
+        shrunk example.
+    """
+    if prop.strategy is None:
+        return run_once(ctx, lambda c: prop.check(c, None))
+    record = {"calls": 0, "failing": None, "example": None}
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False, print_blob=False,
+              suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink), report_multiple_bugs=False)
+    @hypothesis_seed(seed)
+    @given(prop.strategy(ctx))
+    def test(example):
+        record["calls"] += 1
+        error = None
+        try:
+            prop.check(ctx, example)
+        except Exception as exc:  # reported through the agreement below
+            error = _error_of(exc)
+        failing = agree(error)
+        if failing:
+            record["failing"], record["example"] = failing, example
+            raise PropertyFailed(f"failed on rank(s) {sorted(failing)}")
+
+    try:
+        test()
+    except PropertyFailed:
+        return _failed(record["failing"], record["calls"], record["example"])
+    except HypothesisException as exc:  # Flaky, Unsatisfiable: a failure of its own kind
+        return Outcome(ok=False, examples=record["calls"], rank=ctx.rank, ranks=(ctx.rank,),
+                       error_type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
+    return Outcome(ok=True, examples=record["calls"])
