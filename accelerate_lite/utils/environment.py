@@ -1,6 +1,8 @@
 """Reading flags from, and temporarily changing, the process environment."""
 
 import contextlib
+import ctypes
+import functools
 import os
 
 
@@ -66,21 +68,52 @@ def patch_environment(**kwargs):
         ...     os.environ["MASTER_PORT"]
         '29501'
     """
-    existing = {}
-    for key, value in kwargs.items():
-        key = key.upper()
-        if key in os.environ and key not in existing:
-            existing[key] = os.environ[key]
-        os.environ[key] = str(value)
+    # Record each key's original value before the first write, inside the try: a key given twice
+    # (foo= and FOO=) or a value that cannot be set (a NUL byte) must not leak past the block.
+    original = {}
     try:
+        for key, value in kwargs.items():
+            key = key.upper()
+            original.setdefault(key, os.environ.get(key))
+            os.environ[key] = str(value)
         yield
     finally:
-        for key in kwargs:
-            key = key.upper()
-            if key in existing:
-                os.environ[key] = existing[key]
-            else:
+        for key, value in original.items():
+            if value is None:
                 os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@functools.lru_cache(maxsize=None)
+def _environ_block():
+    """The C library's `environ` array, or None where it cannot be reached."""
+    try:
+        return ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _process_environ():
+    """The process's real (C-level) environment as {name: value}, or None where it cannot be read.
+
+    It can differ from os.environ: C code may set variables directly (GNU readline, imported by pytest,
+    exports LINES and COLUMNS), and children inherit the C-level block, not the mapping.
+    """
+    block = _environ_block()
+    if block is None:
+        return None
+    entries, index = {}, 0
+    while block[index] is not None:
+        name, _, value = os.fsdecode(block[index]).partition("=")
+        entries[name] = value
+        index += 1
+    return entries
+
+
+def _unset_process_environ():
+    for name in _process_environ() or ():
+        os.unsetenv(name)
 
 
 @contextlib.contextmanager
@@ -88,8 +121,8 @@ def clear_environment():
     """Empty os.environ for the duration of a block, then restore the original exactly.
 
     Whatever the block sets or removes is discarded on exit, also when the block raises. Child
-    processes started inside the block see an empty environment (os.environ.clear() unsets the
-    variables at the C level too).
+    processes started inside the block see an empty environment: the C-level environment is emptied
+    too, including variables set there behind os.environ's back, and put back exactly on exit.
 
     Example:
         >>> with clear_environment():
@@ -97,9 +130,20 @@ def clear_environment():
         0
     """
     saved = dict(os.environ)
+    saved_process = _process_environ()
     os.environ.clear()
+    _unset_process_environ()
     try:
         yield
     finally:
         os.environ.clear()
+        _unset_process_environ()
         os.environ.update(saved)
+        if saved_process is not None:
+            # Put the C-level block back exactly too, including variables os.environ never knew.
+            for name in set(_process_environ()) - set(saved_process):
+                os.unsetenv(name)
+            current = _process_environ()
+            for name, value in saved_process.items():
+                if current.get(name) != value:
+                    os.putenv(name, value)
