@@ -5,5 +5,7 @@ __version__ = "0.1.0"
 from .utils.enums import DistributedType
 
 # --- state / launchers ----------------------------------------------------------------------
+from .launchers import debug_launcher
+from .state import PartialState
 
 # --- big modeling ---------------------------------------------------------------------------

@@ -3,3 +3,12 @@
 
 class AccelerateLiteError(Exception):
     """Base class of every error accelerate_lite raises on its own account."""
+
+
+class LaunchError(AccelerateLiteError, RuntimeError):
+    """A rank started by debug_launcher failed, died or ran past its deadline (.failures: rank -> traceback)."""
+
+    def __init__(self, message, failures=None, exitcodes=None):
+        super().__init__(message)
+        self.failures = dict(failures or {})
+        self.exitcodes = dict(exitcodes or {})
