@@ -4,6 +4,16 @@ __version__ = "0.1.0"
 
 from .utils.enums import DistributedType
 
+# --- dataclasses ----------------------------------------------------------------------------
+from .utils.dataclasses import (
+    AutocastKwargs,
+    DeepSpeedPlugin,
+    DistributedDataParallelKwargs,
+    FullyShardedDataParallelPlugin,
+    GradScalerKwargs,
+    InitProcessGroupKwargs,
+)
+
 # --- state / launchers ----------------------------------------------------------------------
 from .launchers import debug_launcher
 from .state import PartialState

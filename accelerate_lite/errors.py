@@ -5,6 +5,10 @@ class AccelerateLiteError(Exception):
     """Base class of every error accelerate_lite raises on its own account."""
 
 
+class ConfigurationError(AccelerateLiteError, ValueError):
+    """A configuration dataclass, plugin or config file got a value outside what it accepts."""
+
+
 class LaunchError(AccelerateLiteError, RuntimeError):
     """A rank started by debug_launcher failed, died or ran past its deadline (.failures: rank -> traceback)."""
 
@@ -12,3 +16,7 @@ class LaunchError(AccelerateLiteError, RuntimeError):
         super().__init__(message)
         self.failures = dict(failures or {})
         self.exitcodes = dict(exitcodes or {})
+
+
+class UnsupportedEnvironmentError(AccelerateLiteError, RuntimeError):
+    """An operation refused because the environment it runs in cannot support it (e.g. not a notebook)."""

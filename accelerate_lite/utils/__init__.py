@@ -41,6 +41,24 @@ from .environment import (
 )
 
 # --- dataclasses (kwargs handlers, plugins, configurations) ---------------------------------
+from .dataclasses import (
+    AutocastKwargs,
+    BaseEnum,
+    BnbQuantizationConfig,
+    DeepSpeedPlugin,
+    DistributedDataParallelKwargs,
+    FP8RecipeKwargs,
+    FullyShardedDataParallelPlugin,
+    GradientAccumulationPlugin,
+    GradScalerKwargs,
+    InitProcessGroupKwargs,
+    KwargsHandler,
+    MegatronLMPlugin,
+    ProjectConfiguration,
+    TensorInformation,
+    TorchDynamoPlugin,
+)
+from .deepspeed import HfDeepSpeedConfig
 
 # --- imports / versions ---------------------------------------------------------------------
 from .imports import (
@@ -99,3 +117,4 @@ from .versions import (
 # --- modeling / offload / bnb ---------------------------------------------------------------
 
 # --- torch_xla ------------------------------------------------------------------------------
+from .torch_xla import install_xla
