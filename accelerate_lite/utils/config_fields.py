@@ -133,11 +133,6 @@ def apply_env_defaults(obj, table: Iterable[EnvDefault]) -> None:
         setattr(obj, row.field, value)
 
 
-def env_table_doc(table: Iterable[EnvDefault]) -> str:
-    """A short "FIELD <- VAR (fallback)" listing of a table, for docstrings and error messages."""
-    return ", ".join(f"{row.field} <- {row.var}" for row in table)
-
-
 # --- checks: each names the class, the field, what arrived and what is accepted ----------------
 
 
@@ -146,7 +141,7 @@ def reject(owner: str, field: str, value, expected: str) -> ConfigurationError:
 
     Example:
         >>> str(reject("GradScalerKwargs", "growth_factor", 0.5, "a number > 1.0"))
-        "GradScalerKwargs(growth_factor=0.5): expected a number > 1.0"
+        'GradScalerKwargs(growth_factor=0.5): expected a number > 1.0'
     """
     return ConfigurationError(f"{owner}({field}={value!r}): expected {expected}")
 

@@ -1,8 +1,9 @@
 """The plugins an Accelerator takes: DeepSpeed, FSDP, Megatron-LM, TorchDynamo, gradient accumulation."""
 
 from .deepspeed import DeepSpeedPlugin
-from .dynamo import GradientAccumulationPlugin, TorchDynamoPlugin
+from .dynamo import TorchDynamoPlugin
 from .fsdp import FullyShardedDataParallelPlugin
+from .gradient_accumulation import GradientAccumulationPlugin
 from .megatron_lm import MegatronLMPlugin
 
 __all__ = [

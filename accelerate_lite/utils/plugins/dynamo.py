@@ -1,4 +1,4 @@
-"""TorchDynamoPlugin (torch.compile settings, ACCELERATE_DYNAMO_* defaults) and GradientAccumulationPlugin."""
+"""TorchDynamoPlugin: how the model is torch.compile-d, with ACCELERATE_DYNAMO_* environment defaults."""
 
 import copy
 from dataclasses import dataclass
@@ -12,7 +12,6 @@ from ..config_fields import (
     check_bool,
     check_choice,
     check_instance,
-    check_number,
 )
 from ..constants import TORCH_DYNAMO_MODES
 from ..enums import DynamoBackend
@@ -61,23 +60,3 @@ class TorchDynamoPlugin(KwargsHandler):
         config = copy.deepcopy(self.__dict__)
         config["backend"] = config["backend"].value.lower()
         return config
-
-
-@dataclass
-class GradientAccumulationPlugin(KwargsHandler):
-    """How gradients are accumulated: every num_steps steps, adjusting the scheduler, synced at loader end.
-
-    Example:
-        >>> GradientAccumulationPlugin(num_steps=4).to_kwargs()
-        {'num_steps': 4}
-    """
-
-    num_steps: int = None
-    adjust_scheduler: bool = True
-    sync_with_dataloader: bool = True
-
-    def __post_init__(self):
-        owner = "GradientAccumulationPlugin"
-        check_number(owner, "num_steps", self.num_steps, integer=True, minimum=1, optional=True)
-        check_bool(owner, "adjust_scheduler", self.adjust_scheduler)
-        check_bool(owner, "sync_with_dataloader", self.sync_with_dataloader)
