@@ -104,7 +104,7 @@ def command_run(args) -> int:
     preset = get_preset(args.preset or "quick")
     cells = select_cells(args)
     settings = _settings(args, preset)
-    console = Console(stderr=False)
+    console = Console(soft_wrap=not sys.stdout.isatty())
     console.print(f"matrix: {len(cells)} cells (preset {preset.name}), {settings.examples} examples per cell, "
                   f"seed {settings.seed}, runner {args.runner}", highlight=False)
     runner = make_runner(args.runner, settings, args)

@@ -35,6 +35,8 @@ class Rule:
         reason: why, as a format string over `cell` and `profile`.
         applies: predicate (cell, profile) -> bool.
         environmental: the verdict depends on the runner, not only on the cell.
+        expect: for XFAIL, a text the failure message must contain: a cell that fails for
+            another reason is a real failure, not the expected one.
     """
 
     id: str
@@ -42,6 +44,7 @@ class Rule:
     reason: str
     applies: Callable
     environmental: bool = False
+    expect: str = ""
 
     def explain(self, cell: Cell, profile) -> str:
         return self.reason.format(cell=cell, profile=profile)
@@ -54,6 +57,7 @@ class Verdict:
     action: str
     rules: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    expects: tuple[str, ...] = ()  # XFAIL: the failure must mention one of these
 
     @property
     def reason(self) -> str:
@@ -137,17 +141,19 @@ RULES: tuple[Rule, ...] = (
         "fp8-needs-engine", XFAIL,
         "fp8 needs Transformer Engine or MS-AMP, and neither is installed on this runner",
         lambda cell, p: cell.precision == "fp8" and not fp8_engine_installed(),
-        environmental=True,
+        environmental=True, expect="fp8 requested",
     ),
     Rule(
         "fp8-needs-hopper", XFAIL,
         "fp8 needs a CUDA device of compute capability >= 8.9 (Ada/Hopper); {profile.name} is not one",
         lambda cell, p: cell.precision == "fp8" and not (p.kind == "cuda" and _capability(p) >= (8, 9)),
+        expect="fp8 requested",
     ),
     Rule(
         "bf16-unsupported-gpu", XFAIL,
         "bf16 mixed precision needs a GPU with bf16 support; {profile.name} ({profile.device_name}) has none",
         lambda cell, p: cell.precision == "bf16" and p.kind == "cuda" and not p.bf16,
+        expect="bf16 requested",
     ),
 )
 
@@ -187,7 +193,8 @@ def classify(cell: Cell, rules: tuple[Rule, ...] = RULES) -> Verdict:
     kept = [rule for rule in matched if rule.kind == action]
     kinds = "/".join(axes.BACKEND_BY_NAME[cell.backend].device_kinds) or "any"
     reasons = tuple(rule.reason.format(cell=cell, profile=profile, backend_kinds=kinds) for rule in kept)
-    return Verdict(action, tuple(rule.id for rule in kept), reasons)
+    expects = tuple(rule.expect for rule in kept if rule.expect)
+    return Verdict(action, tuple(rule.id for rule in kept), reasons, expects)
 
 
 def table_rows(cells=None) -> list[dict]:

@@ -149,8 +149,21 @@ class RunResult:
             raise ResultsFileError(f"no results at {path}; run `python -m matrix run --out {path.parent}` first") from None
         except json.JSONDecodeError as exc:
             raise ResultsFileError(f"{path} is not valid JSON ({exc}); re-run the matrix to rewrite it") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def loads(cls, text: str, source: str = "<results>") -> "RunResult":
+        """Read the text of a results.json (e.g. copied out of a container)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ResultsFileError(f"{source} is not valid JSON ({exc}); re-run the matrix to rewrite it") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<results>") -> "RunResult":
         if data.get("schema") != SCHEMA:
-            raise ResultsFileError(f"{path} has schema {data.get('schema')!r}; expected {SCHEMA!r}")
+            raise ResultsFileError(f"{source} has schema {data.get('schema')!r}; expected {SCHEMA!r}")
         run = cls(preset=data["preset"], settings=data["settings"], environment=data["environment"],
                   started=data.get("started", 0.0), wall_time=data.get("wall_time", 0.0))
         run.results = [CellResult.from_dict(cell) for cell in data["cells"]]

@@ -94,7 +94,7 @@ def failure_lines(run: RunResult) -> list[str]:
 
 def print_report(run: RunResult, console: Console | None = None, out_dir: str | None = None) -> None:
     """Print the summary table, the failures and the timings."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     console.print(summary_table(run))
     for line in failure_lines(run):
         console.print(line, highlight=False)

@@ -107,7 +107,11 @@ def judge(cell: Cell, verdict, outcome: dict | None, error: Exception | None, du
     passed = failure is None
     if verdict.action == exclusions.XFAIL:
         status = results.XPASSED if passed else results.XFAILED
-        if passed:
+        if not passed and verdict.expects and not any(text in failure.message for text in verdict.expects):
+            status = results.FAILED  # it failed, but not the way the exclusion rule says it must
+            failure.message = (f"expected a failure mentioning {' or '.join(map(repr, verdict.expects))} "
+                               f"(rule {', '.join(verdict.rules)}), got another: {failure.message}")
+        elif passed:
             failure = Failure(message=f"strict xfail: expected to fail ({verdict.reason}) but passed; "
                               f"update matrix/exclusions.py rule(s) {', '.join(verdict.rules)}",
                               reproduce=reproduce_command(cell.id, settings))

@@ -87,6 +87,17 @@ def cell_context(cell: Cell):
             dist.barrier()
 
 
+def expected_distributed_types(ctx: Context) -> tuple[str, ...]:
+    """What PartialState may report: DeepSpeed wins where the launcher says so (not on TPU, which
+    always reports TPU); otherwise the profile's multi-process type, or NO/it for a single process."""
+    hardware = str(ctx.profile.distributed_type)
+    if ctx.profile.kind == "xla":
+        return ("TPU",)
+    if ctx.cell.plugin == "deepspeed":
+        return ("DEEPSPEED",)
+    return (hardware,) if ctx.world > 1 else ("NO", hardware)
+
+
 def check_state(ctx: Context) -> None:
     """PartialState reports the world and the profile's device and distributed type."""
     state = ctx.state
@@ -94,10 +105,10 @@ def check_state(ctx: Context) -> None:
         fail(f"PartialState.num_processes is {state.num_processes}, expected {ctx.world} (the world size)")
     if state.process_index != ctx.rank:
         fail(f"PartialState.process_index is {state.process_index}, expected this rank, {ctx.rank}")
-    expected_type = ctx.profile.distributed_type
-    if ctx.world > 1 and str(state.distributed_type) != str(expected_type):
-        fail(f"PartialState.distributed_type is {state.distributed_type}, expected {expected_type} "
-             f"for {ctx.world} processes on {ctx.profile.name}")
+    expected = expected_distributed_types(ctx)
+    if str(state.distributed_type) not in expected:
+        fail(f"PartialState.distributed_type is {state.distributed_type}, expected {' or '.join(expected)} "
+             f"for {ctx.world} process(es) on {ctx.profile.name} with plugin {ctx.cell.plugin}")
     device_type = getattr(ctx.profile, "device_type", ctx.profile.kind)
     if torch.device(state.device).type != device_type:
         fail(f"PartialState.device is {state.device}, expected a {device_type} device on {ctx.profile.name}")
