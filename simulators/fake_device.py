@@ -1,0 +1,268 @@
+"""Tensors that really live on a simulated accelerator ("npu:3") while their data stays on the CPU.
+
+torch's PrivateUse1 dispatch key is renamed once per process (to ``npu``), a few factory/copy kernels
+are registered on it, and every tensor on that device is a :class:`FakeDeviceTensor`: a wrapper subclass
+that reports ``device=npu:i`` and holds a plain CPU tensor. Its ``__torch_dispatch__`` checks that all
+tensor arguments sit on one device (as the real card's kernels do), unwraps to CPU, runs the op, and
+wraps the results again. c10d collectives are dispatcher ops too, so gloo runs on the unwrapped
+CPU tensors and results are exact.
+
+What stays after the first install (torch allows no undo): the PrivateUse1 name, the kernels and the
+python device guard/hooks. What :func:`simulators.apply_profile` adds and removes per use: ``torch.npu``
+and ``sys.modules["torch.npu"]``.
+"""
+
+import threading
+
+import torch
+from torch.utils._pytree import tree_map
+
+from .errors import FakeDeviceError
+
+__all__ = ["FakeDeviceTensor", "install_fake_backend", "fake_backend_name", "unwrap", "is_fake_tensor"]
+
+_install_lock = threading.Lock()
+_installed = None  # the backend name once installed in this process
+_library = None  # keeps the torch.library registrations alive
+
+# Ops that legitimately mix devices (they are how data moves between devices).
+_CROSS_DEVICE_OPS = {
+    "aten::_to_copy",
+    "aten::copy_",
+    "aten::_copy_from",
+    "aten::_copy_from_and_resize",
+    "aten::to",
+}
+
+
+class FakeDeviceTensor(torch.Tensor):
+    """A tensor reporting a simulated device while its data stays in a CPU tensor (``.elem``)."""
+
+    elem: torch.Tensor
+
+    __slots__ = ("elem",)
+
+    @staticmethod
+    def __new__(cls, elem, device):
+        if isinstance(elem, FakeDeviceTensor):
+            elem = elem.elem
+        wrapper = torch.Tensor._make_wrapper_subclass(
+            cls,
+            elem.shape,
+            strides=elem.stride(),
+            storage_offset=elem.storage_offset(),
+            dtype=elem.dtype,
+            layout=elem.layout,
+            device=device,
+            requires_grad=elem.requires_grad,
+        )
+        wrapper.elem = elem.detach() if elem.requires_grad else elem
+        return wrapper
+
+    def __repr__(self, *, tensor_contents=None):
+        text = repr(self.elem)
+        return f"{text[:-1]}, device='{self.device}')"
+
+    # Keep torch functions on the dispatcher path only (no python-level __torch_function__ overrides).
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def tolist(self):
+        return self.elem.tolist()
+
+    def numpy(self, *args, **kwargs):
+        raise TypeError(
+            f"can't convert {self.device.type}:{self.device.index} device type tensor to numpy. "
+            "Use Tensor.cpu() to copy the tensor to host memory first."
+        )
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._schema.name
+        device = _common_device(name, args, kwargs)
+        inputs = {}
+
+        def unwrap_one(value):
+            if isinstance(value, FakeDeviceTensor):
+                inputs[id(value.elem)] = value
+                return value.elem
+            if isinstance(value, torch.device) and value.type == _installed:
+                return torch.device("cpu")
+            return value
+
+        cpu_args = tree_map(unwrap_one, args)
+        cpu_kwargs = tree_map(unwrap_one, kwargs)
+        target = _target_device(name, kwargs, device)
+        out = func(*cpu_args, **cpu_kwargs)
+        if target is None:
+            return out
+
+        def wrap_one(value):
+            if isinstance(value, torch.Tensor) and not isinstance(value, FakeDeviceTensor):
+                original = inputs.get(id(value))
+                if original is not None and original.device == target:
+                    return original  # in-place ops and views of self return the same object
+                if value.device.type == "cpu":
+                    return FakeDeviceTensor(value, target)
+            return value
+
+        return tree_map(wrap_one, out)
+
+
+def _devices_of(args, kwargs):
+    found = []
+
+    def visit(value):
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        return value
+
+    tree_map(visit, (args, kwargs))
+    return found
+
+
+def _common_device(name, args, kwargs):
+    """Return the one fake device of the op's tensors, raising as real kernels do on a mix."""
+    tensors = _devices_of(args, kwargs)
+    fake = [t.device for t in tensors if isinstance(t, FakeDeviceTensor)]
+    device = fake[0] if fake else None
+    if name in _CROSS_DEVICE_OPS:
+        return device
+    for tensor in tensors:
+        other = tensor.device
+        if other == device:
+            continue
+        # CPU scalars (0-dim) mix freely with device tensors, as on CUDA.
+        if other.type == "cpu" and tensor.dim() == 0:
+            continue
+        raise RuntimeError(
+            "Expected all tensors to be on the same device, but found at least two devices, "
+            f"{device} and {other}! (when checking argument for {name}, simulated device)"
+        )
+    return device
+
+
+def _target_device(name, kwargs, device):
+    """Where the op's results live: the device kwarg of a copy/factory, else the inputs' device."""
+    requested = kwargs.get("device")
+    if requested is not None:
+        requested = torch.device(requested)
+        if requested.type == _installed:
+            return requested
+        return None
+    return device
+
+
+def unwrap(tensor):
+    """Return the CPU tensor behind a fake-device tensor (the tensor itself otherwise)."""
+    return tensor.elem if isinstance(tensor, FakeDeviceTensor) else tensor
+
+
+def is_fake_tensor(tensor) -> bool:
+    """Return True when tensor is a :class:`FakeDeviceTensor`."""
+    return isinstance(tensor, FakeDeviceTensor)
+
+
+def fake_backend_name():
+    """Return the name PrivateUse1 got in this process by :func:`install_fake_backend`, or None."""
+    return _installed
+
+
+class _BackendModule:
+    """The minimal ``torch.<name>`` runtime module torch's own helpers look up before apply_profile."""
+
+    @staticmethod
+    def is_available():
+        return True
+
+    @staticmethod
+    def is_initialized():
+        return True
+
+    @staticmethod
+    def current_device():
+        return 0
+
+    @staticmethod
+    def device_count():
+        return 1
+
+    @staticmethod
+    def _is_in_bad_fork():
+        return False
+
+    @staticmethod
+    def manual_seed_all(seed):
+        return None
+
+
+def _device_of(device):
+    device = torch.device(device) if device is not None else torch.device(_installed, 0)
+    if device.index is None:
+        device = torch.device(device.type, 0)
+    return device
+
+
+def _empty_memory_format(size, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+    cpu = torch.empty(size, dtype=dtype, layout=layout, memory_format=memory_format)
+    return FakeDeviceTensor(cpu, _device_of(device))
+
+
+def _empty_strided(size, stride, dtype=None, layout=None, device=None, pin_memory=None):
+    cpu = torch.empty_strided(size, stride, dtype=dtype, layout=layout)
+    return FakeDeviceTensor(cpu, _device_of(device))
+
+
+def _copy_from(src, dst, non_blocking=False):
+    unwrap(dst).copy_(unwrap(src))
+    return dst
+
+
+def install_fake_backend(name="npu"):
+    """Rename PrivateUse1 to ``name`` and register the kernels fake-device tensors need (once per process).
+
+    Args:
+        name: the device type to create; torch refuses in-tree names ("cuda", "xpu", ...).
+
+    Returns:
+        The installed name.
+
+    Raises:
+        FakeDeviceError: when PrivateUse1 already carries another name in this process (it can be
+            renamed only once), or torch refuses the name.
+
+    Example:
+        >>> install_fake_backend("npu")
+        'npu'
+    """
+    global _installed, _library
+    with _install_lock:
+        if _installed is not None:
+            if _installed != name:
+                raise FakeDeviceError(
+                    f"install_fake_backend({name!r}): PrivateUse1 is already named {_installed!r} in this "
+                    "process and torch allows one rename per process; use a fresh process for another name"
+                )
+            return name
+        current = torch._C._get_privateuse1_backend_name()
+        if current not in ("privateuseone", name):
+            raise FakeDeviceError(
+                f"install_fake_backend({name!r}): something else renamed PrivateUse1 to {current!r} in this "
+                "process; fake devices need it unclaimed"
+            )
+        try:
+            if current != name:
+                torch.utils.rename_privateuse1_backend(name)
+        except RuntimeError as exc:
+            raise FakeDeviceError(f"install_fake_backend({name!r}): torch refused the name: {exc}") from exc
+        from torch.utils import backend_registration as registration
+
+        torch._C._acc.register_python_privateuseone_hook(registration._DummyPrivateUse1Hook())
+        torch._C._acc.register_python_privateuseone_device_guard(registration._DummyDeviceGuard())
+        library = torch.library.Library("aten", "IMPL")
+        library.impl("empty.memory_format", _empty_memory_format, "PrivateUse1")
+        library.impl("empty_strided", _empty_strided, "PrivateUse1")
+        library.impl("_copy_from", _copy_from, "PrivateUse1")
+        _library = library
+        _installed = name
+        return name
