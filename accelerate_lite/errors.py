@@ -20,3 +20,10 @@ class LaunchError(AccelerateLiteError, RuntimeError):
 
 class UnsupportedEnvironmentError(AccelerateLiteError, RuntimeError):
     """An operation refused because the environment it runs in cannot support it (e.g. not a notebook)."""
+
+
+# --- data operations (issue 3) ---------------------------------------------------------------
+
+
+class DistributedOperationException(AccelerateLiteError):
+    """Ranks passed incompatible inputs to a collective data op (shapes, structures, dtypes, op order)."""

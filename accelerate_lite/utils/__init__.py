@@ -107,6 +107,36 @@ from .versions import (
 )
 
 # --- operations -----------------------------------------------------------------------------
+from .operations import (
+    CannotPadNestedTensorWarning,
+    ConvertOutputsToFp32,
+    DistributedOperationException,
+    broadcast,
+    broadcast_object_list,
+    concatenate,
+    convert_outputs_to_fp32,
+    convert_to_fp32,
+    copy_tensor_to_devices,
+    find_batch_size,
+    find_device,
+    gather,
+    gather_object,
+    get_data_structure,
+    get_shape,
+    honor_type,
+    ignorant_find_batch_size,
+    initialize_tensors,
+    is_namedtuple,
+    is_tensor_information,
+    is_torch_tensor,
+    listify,
+    pad_across_processes,
+    pad_input_tensors,
+    recursively_apply,
+    reduce,
+    send_to_device,
+    slice_tensors,
+)
 
 # --- memory ---------------------------------------------------------------------------------
 

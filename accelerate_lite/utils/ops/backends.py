@@ -1,0 +1,236 @@
+"""The three ways a data op reaches the other processes, behind one small interface.
+
+- `TorchDistributedBackend`: torch.distributed (gloo: list all_gather; NCCL and the other device
+  backends: all_gather_into_tensor into one buffer), with the structure coalesced (see packing.py);
+- `XlaBackend`: torch_xla (`xm.all_gather`, `xm.all_reduce` with a scale, `xm.mesh_reduce` for objects);
+- `OneProcessBackend`: nothing to exchange; the ops hand their inputs back as upstream does.
+
+`current_backend()` is the one place that picks among them, from the `PartialState`'s distributed type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import torch
+import torch.distributed as dist
+
+from ..enums import DistributedType
+from .packing import pack_groups, unpack_gathered, unpack_into, unpack_views
+
+_TORCH_DISTRIBUTED_TYPES = frozenset(
+    {
+        DistributedType.MULTI_CPU,
+        DistributedType.MULTI_GPU,
+        DistributedType.MULTI_NPU,
+        DistributedType.MULTI_XPU,
+        DistributedType.DEEPSPEED,
+        DistributedType.FSDP,
+        DistributedType.MEGATRON_LM,
+    }
+)
+
+
+# Integer dtypes gloo and NCCL cannot sum: summed in a wider type (two's-complement wrap-around is kept).
+_REDUCE_AS = {
+    dtype: wider
+    for name, wider in (("int16", torch.int32), ("uint16", torch.int32), ("uint32", torch.int64), ("uint64", torch.int64))
+    if isinstance(dtype := getattr(torch, name, None), torch.dtype)
+}
+
+
+class Backend(Protocol):
+    """What the data ops need from a communication library (lists of tensors in, lists out)."""
+
+    name: str
+    passthrough: bool  # one process: the ops return their inputs as upstream does
+    num_processes: int
+    process_index: int
+    device_type: str | None  # the device type the tensors must be on, or None where any will do
+
+    def gather(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each tensor concatenated over ranks on dim 0, in rank order (0-d tensors become 1-d)."""
+
+    def broadcast(self, tensors: Sequence[torch.Tensor], src: int) -> list[torch.Tensor]:
+        """Each tensor overwritten in place with rank `src`'s values; returns the tensors."""
+
+    def all_reduce(self, tensors: Sequence[torch.Tensor], *, scale: float, divisor: int) -> list[torch.Tensor]:
+        """New tensors: the element-wise sum over ranks (times `scale` where the backend applies one) / divisor."""
+
+    def gather_objects(self, obj: Any) -> list:
+        """Every rank's picklable `obj`, in rank order."""
+
+    def broadcast_objects(self, objects: list, src: int) -> None:
+        """Replace the items of `objects` in place by rank `src`'s."""
+
+
+class OneProcessBackend:
+    """A world of one process: every collective is the identity."""
+
+    name = "none"
+    passthrough = True
+    num_processes = 1
+    process_index = 0
+    device_type = None
+
+    def gather(self, tensors):
+        return list(tensors)
+
+    def broadcast(self, tensors, src):
+        return list(tensors)
+
+    def all_reduce(self, tensors, *, scale, divisor):
+        return [tensor.clone() for tensor in tensors]
+
+    def gather_objects(self, obj):
+        return [obj]
+
+    def broadcast_objects(self, objects, src):
+        return None
+
+
+class TorchDistributedBackend:
+    """torch.distributed collectives on the default group, one collective per packed group of tensors."""
+
+    passthrough = False
+
+    def __init__(self, name: str, num_processes: int, process_index: int, device: torch.device):
+        self.name = name
+        self.num_processes = num_processes
+        self.process_index = process_index
+        # gloo takes CPU (and some CUDA) tensors; the device backends need tensors on their device
+        self.device_type = None if name == "gloo" else device.type
+        # gloo's all_gather of a list avoids all_gather_into_tensor, which older gloo builds lack
+        self._gather_into_one_buffer = name != "gloo"
+        self._gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+    def gather(self, tensors):
+        results: list = [None] * len(tensors)
+        for pack in pack_groups(tensors, as_bytes=True, fresh=False):
+            for index, tensor in unpack_gathered(pack, self._all_gather(pack.buffer), self.num_processes):
+                results[index] = tensor
+        return results
+
+    def _all_gather(self, buffer: torch.Tensor):
+        if self._gather_into_one_buffer:
+            out = torch.empty(self.num_processes * buffer.numel(), dtype=buffer.dtype, device=buffer.device)
+            self._gather_single(out, buffer)
+            return out
+        rows = [torch.empty_like(buffer) for _ in range(self.num_processes)]
+        dist.all_gather(rows, buffer)
+        return rows
+
+    def broadcast(self, tensors, src):
+        is_source = self.process_index == src
+        for pack in pack_groups(tensors, as_bytes=True, fresh=False, fill=is_source):
+            dist.broadcast(pack.buffer, src=src)
+            if not is_source:
+                unpack_into(pack, tensors)
+        return list(tensors)
+
+    def all_reduce(self, tensors, *, scale, divisor):
+        results: list = [None] * len(tensors)
+        widened = [t.to(_REDUCE_AS[t.dtype]) if t.dtype in _REDUCE_AS else t for t in tensors]
+        for pack in pack_groups(widened, as_bytes=False, fresh=True):
+            dist.all_reduce(pack.buffer, dist.ReduceOp.SUM)
+            if divisor != 1:
+                pack.buffer /= divisor
+            for index, tensor in unpack_views(pack):
+                results[index] = tensor if tensor.dtype == tensors[index].dtype else tensor.to(tensors[index].dtype)
+        return results
+
+    def gather_objects(self, obj):
+        out = [None] * self.num_processes
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_objects(self, objects, src):
+        dist.broadcast_object_list(objects, src=src)
+
+
+class XlaBackend:
+    """torch_xla collectives over the replicas; tensors are coalesced per dtype (XLA cannot view bytes)."""
+
+    name = "xla"
+    passthrough = False
+    device_type = "xla"
+
+    def __init__(self, num_processes: int, process_index: int):
+        import torch_xla.core.xla_model as xm  # noqa: PLC0415 (only present on XLA machines)
+
+        self.xm = xm
+        self.num_processes = num_processes
+        self.process_index = process_index
+
+    def gather(self, tensors):
+        results: list = [None] * len(tensors)
+        for pack in pack_groups(tensors, as_bytes=False, fresh=False):
+            gathered = self.xm.all_gather(pack.buffer, pin_layout=False)
+            for index, tensor in unpack_gathered(pack, gathered, self.num_processes):
+                results[index] = tensor
+        self.xm.mark_step()
+        return results
+
+    def broadcast(self, tensors, src):
+        # XLA has no broadcast: rank src's values travel through the host, one rendezvous for all
+        values = self.xm.mesh_reduce("accelerate_lite.broadcast", [t.cpu() for t in tensors], lambda xs: xs[src])
+        for tensor, value in zip(tensors, values):
+            tensor.copy_(value.to(tensor.device))
+        return list(tensors)
+
+    def all_reduce(self, tensors, *, scale, divisor):
+        clones = [tensor.clone() for tensor in tensors]
+        # replicas may hold different pending graphs; cut them so the reduce graph is the same everywhere
+        self.xm.mark_step()
+        self.xm.all_reduce(self.xm.REDUCE_SUM, clones, scale=scale)
+        self.xm.mark_step()
+        if divisor != 1:
+            for clone in clones:
+                clone /= divisor
+        return clones
+
+    def gather_objects(self, obj):
+        return list(self.xm.mesh_reduce("accelerate_lite.gather_object", obj, list))
+
+    def broadcast_objects(self, objects, src):
+        objects[:] = self.xm.mesh_reduce("accelerate_lite.broadcast_object_list", list(objects), lambda xs: xs[src])
+
+
+_PARTIAL_STATE = None
+_cache: tuple = (None, None)  # (state key, backend)
+
+
+def _partial_state():
+    global _PARTIAL_STATE
+    if _PARTIAL_STATE is None:
+        from ...state import PartialState  # noqa: PLC0415 (state imports utils: import late)
+
+        _PARTIAL_STATE = PartialState
+    return _PARTIAL_STATE()
+
+
+def current_state_and_backend():
+    """Return the `PartialState` and the backend its distributed type calls for (cached per state).
+
+    Returns:
+        `(state, backend)`; the backend is rebuilt whenever the state changes (e.g. after a reset).
+    """
+    global _cache
+    state = _partial_state()
+    key = (state.distributed_type, state.num_processes, state.process_index, state.backend, state.device)
+    if _cache[0] != key:
+        _cache = (key, _make_backend(state))
+    return state, _cache[1]
+
+
+def current_backend() -> Backend:
+    """Return the backend for the current `PartialState` (see `current_state_and_backend`)."""
+    return current_state_and_backend()[1]
+
+
+def _make_backend(state) -> Backend:
+    if state.distributed_type == DistributedType.TPU:
+        return XlaBackend(state.num_processes, state.process_index)
+    if state.distributed_type in _TORCH_DISTRIBUTED_TYPES:
+        return TorchDistributedBackend(state.backend or dist.get_backend(), state.num_processes, state.process_index, state.device)
+    return OneProcessBackend()
