@@ -1,0 +1,203 @@
+"""Hypothesis across ranks: rank 0 draws, every rank runs the example, the ranks agree on the outcome.
+
+Rank 0 runs hypothesis itself, with the test's ``inner_test`` (hypothesis's documented hook for
+plugins) replaced by a step that broadcasts the drawn arguments, runs the body locally, gathers
+every rank's result and raises the agreed outcome. The other ranks follow: receive an example,
+run the body, report, until rank 0 says it is done. Hypothesis therefore only ever sees outcomes
+that all ranks share, so shrinking replays the same example everywhere and never desynchronises.
+
+The protocol uses its own gloo process group, so its collectives can never pair with a body's collectives
+(a rank that fails before a collective its peers are in makes a clean hang, which the world's
+deadline reports with every rank's stack).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import pickle
+
+import torch
+import torch.distributed as dist
+
+from harness.errors import LockstepError, WorldTestFailed
+
+# Per-example results exchanged in one all_gather of a small int tensor.
+PASSED, FAILED, SKIPPED, REJECTED, CONTROL = 0, 1, 2, 3, 4
+
+class _Channel:
+    """A gloo process group private to one test's protocol, driven through its own methods.
+
+    It is built directly on the world's store under a prefix unique to the test, and never
+    registered with torch.distributed: the world's own groups, counters and collective
+    bookkeeping stay exactly as the body left them.
+    """
+
+    def __init__(self, token: str):
+        from torch.distributed import distributed_c10d as c10d
+
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        store = dist.PrefixStore(f"harness-lockstep/{token}/", c10d._get_default_store())
+        self.pg = dist.ProcessGroupGloo(store, self.rank, self.size, datetime.timedelta(seconds=3600))
+
+    def broadcast(self, message, src: int = 0):
+        """Send one picklable message from ``src``; return it on every rank."""
+        opts = dist.BroadcastOptions()
+        opts.rootRank = src
+        if self.rank == src:
+            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            length = torch.tensor([len(data)], dtype=torch.int64)
+        else:
+            length = torch.zeros(1, dtype=torch.int64)
+        self.pg.broadcast([length], opts).wait()
+        if self.rank == src:
+            buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        else:
+            buffer = torch.empty(int(length.item()), dtype=torch.uint8)
+        self.pg.broadcast([buffer], opts).wait()
+        return message if self.rank == src else pickle.loads(buffer.numpy().tobytes())
+
+    def all_codes(self, code: int) -> list:
+        """Gather one small int from every rank, in rank order."""
+        out = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
+        self.pg.allgather([out], [torch.tensor([code], dtype=torch.int64)]).wait()
+        return [int(t.item()) for t in out]
+
+
+def _run_local(inner, args, kwargs):
+    """Run the body on one example; return ``(code, exception)`` without raising."""
+    from _pytest.outcomes import Skipped
+
+    import unittest
+
+    from hypothesis.errors import UnsatisfiedAssumption
+
+    try:
+        inner(*args, **kwargs)
+    except UnsatisfiedAssumption as exc:
+        return REJECTED, exc
+    except (Skipped, unittest.SkipTest) as exc:
+        return SKIPPED, exc
+    except Exception as exc:  # noqa: BLE001 - a failing example, whatever it raised
+        return FAILED, exc
+    except BaseException as exc:  # hypothesis control flow (StopTest...) or pytest.fail/xfail
+        from _pytest.outcomes import Failed, XFailed
+
+        return (FAILED if isinstance(exc, (Failed, XFailed)) else CONTROL), exc
+    return PASSED, None
+
+
+def _agree(code: int, exc, rank: int, channel: _Channel):
+    """Gather every rank's result code; return the codes, and the first failing rank's details."""
+    codes = channel.all_codes(code)
+    if FAILED not in codes:
+        return codes, None
+    first = codes.index(FAILED)
+    details = None
+    if rank == first:
+        from harness.rankside import format_failure, pickled_exception
+
+        details = (first, pickled_exception(exc), format_failure(exc))
+    return codes, channel.broadcast(details, src=first)
+
+
+def _raise_agreed(codes, details, own_exc):
+    """On rank 0: raise what hypothesis must see for this example (always from this one place)."""
+    if details is not None:
+        first, blob, text = details
+        exc = pickle.loads(blob) if blob else WorldTestFailed(text.strip().splitlines()[-1])
+        exc.__traceback__ = None
+        exc.add_note(f"rank {first} failed this example:\n{text.rstrip()}")
+        exc.__harness_failing_rank__ = first  # the report names the rank, not rank 0 that ran hypothesis
+        raise exc from None  # one raise site: hypothesis tells distinct failures by exception type
+    if SKIPPED in codes:
+        import pytest
+
+        pytest.skip(f"rank {codes.index(SKIPPED)} skipped")
+    if REJECTED in codes:
+        from hypothesis import reject
+
+        reject()
+
+
+def _lead(test, kwargs, seed: int, channel: _Channel):
+    """Rank 0: run hypothesis with an inner test that keeps every rank in step."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    inner = test.hypothesis.inner_test
+    fixture_names = set(kwargs)
+
+    @functools.wraps(inner)
+    def step(*args, **all_kwargs):
+        drawn = {k: v for k, v in all_kwargs.items() if k not in fixture_names}
+        try:
+            payload = pickle.dumps(drawn)
+        except Exception as exc:
+            raise LockstepError(
+                f"cannot send the drawn example {sorted(drawn)} to the other ranks ({exc}); "
+                "draw only picklable values (interactive st.data() draws cannot be broadcast)"
+            ) from exc
+        channel.broadcast(("example", payload))
+        code, exc = _run_local(inner, args, all_kwargs)
+        codes, details = _agree(code, exc, 0, channel)
+        if code == CONTROL:
+            raise exc
+        _raise_agreed(codes, details, exc)
+
+    func = getattr(test, "__func__", test)  # attributes live on the function, not a bound method
+    saved = func._hypothesis_internal_use_settings, func._hypothesis_internal_use_seed
+    base = saved[0] or settings.default
+    test.hypothesis.inner_test = step
+    func._hypothesis_internal_use_settings = settings(
+        base,
+        deadline=None,  # the world's deadline bounds the whole run; gloo on a busy box is slow
+        suppress_health_check=[*base.suppress_health_check, HealthCheck.too_slow],
+        phases=[phase for phase in base.phases if phase is not Phase.explain],  # it would explain lockstep
+    )
+    func._hypothesis_internal_use_seed = seed
+    try:
+        test(**kwargs)
+    except (Exception, BaseExceptionGroup) as exc:
+        exc.add_note(f"hypothesis seed: {seed} (rerun with --hypothesis-seed={seed})")
+        raise
+    finally:
+        test.hypothesis.inner_test = inner
+        func._hypothesis_internal_use_settings, func._hypothesis_internal_use_seed = saved
+        channel.broadcast(("done", None))
+
+
+def _follow(test, kwargs, rank: int, channel: _Channel):
+    """Ranks other than 0: run each example rank 0 sends, until it says it is done."""
+    inner = test.hypothesis.inner_test
+    own_self = (test.__self__,) if hasattr(test, "__self__") else ()
+    while True:
+        kind, payload = channel.broadcast(None)
+        if kind == "done":
+            return
+        if kind != "example":
+            raise LockstepError(f"rank {rank} expected an example or done from rank 0, got {kind!r}")
+        code, exc = _run_local(inner, own_self, {**kwargs, **pickle.loads(payload)})
+        _agree(code, exc, rank, channel)
+
+
+def run_hypothesis_test(test, kwargs: dict, rank: int, seed: int, token: str) -> None:
+    """Run a ``@given`` test body on this rank in lockstep with the others.
+
+    Args:
+        test: the hypothesis-wrapped test (a function, or a method bound to an instance).
+        kwargs: this rank's fixture arguments (per-rank ones already built).
+        rank: this rank.
+        seed: the seed rank 0 gives hypothesis (reported on failure).
+        token: a name unique to this test run (the protocol's store prefix).
+
+    Raises:
+        Whatever hypothesis raises on rank 0 (the shrunk failure, with the falsifying example and
+        the seed as notes); other ranks return normally once rank 0 is done.
+    """
+    if not getattr(test, "is_hypothesis_test", False):
+        raise LockstepError(f"{test!r} is not a hypothesis test (no @given)")
+    channel = _Channel(token)
+    if rank == 0:
+        _lead(test, kwargs, seed, channel)
+    else:
+        _follow(test, kwargs, rank, channel)
