@@ -1,0 +1,398 @@
+"""Persistent multi-rank worlds: N rank processes in one gloo group, reused call after call.
+
+The controller (this module, in the caller's process) owns a TCPStore on a port the OS
+picked, asks the zygote (simulators/_zygote.py) to fork the ranks, and talks to each
+rank over its own socket. A call that hangs, crashes a rank or leaves state that cannot
+be restored costs one rebuild: the ranks' process group is killed and a new incarnation
+is forked at once, while the error travels back to the caller.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import pickle
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Optional
+
+from simulators import _collectives, _zygote
+from simulators._collect import _Collector, read_outputs
+from simulators._protocol import Call, FnRef, Raised, Ready, Returned, SpawnRanks, StartFailed, dispatch
+from simulators._rank import RankConfig, collectives_path, rank_paths
+from simulators.errors import (
+    RankCrashed,
+    RankError,
+    WorldClosedError,
+    WorldError,
+    WorldStartError,
+    WorldTimeout,
+)
+
+MAX_RANKS = 64
+START_TIMEOUT = 120.0  # seconds for a (re)built incarnation to join its group; generous on busy boxes
+PG_TIMEOUT = 1800.0  # gloo's own timeout: far beyond any call deadline, the world's deadline acts first
+EXIT_WAIT = 10.0  # seconds to wait for the zygote to report killed ranks reaped
+_ENV_DROP = ("PYTEST_CURRENT_TEST",)
+
+_lock = threading.Lock()
+_zygote_handle: Optional[_zygote.Zygote] = None
+_worlds: "weakref.WeakSet[World]" = weakref.WeakSet()
+_world_ids = itertools.count(1)
+
+
+def _get_zygote() -> _zygote.Zygote:
+    global _zygote_handle
+    with _lock:
+        if _zygote_handle is None or not _zygote_handle.alive():
+            if _zygote_handle is not None:
+                _zygote_handle.stop()
+            _zygote_handle = _zygote.Zygote()
+        return _zygote_handle
+
+
+def shutdown() -> None:
+    """Close every open world and stop the zygote (also run at interpreter exit)."""
+    global _zygote_handle
+    for world in list(_worlds):
+        world.close()
+    with _lock:
+        if _zygote_handle is not None:
+            _zygote_handle.stop()
+            _zygote_handle = None
+
+
+atexit.register(shutdown)
+
+
+class _Incarnation:
+    """One generation of a world's rank processes."""
+
+    def __init__(self, number: int, tmpdir: str, conns: list):
+        self.number = number
+        self.tmpdir = tmpdir
+        self.conns = conns
+        self.pids: Optional[tuple] = None
+        self.pgid: Optional[int] = None
+        self.ready = False
+        self.dead = False
+
+
+class _Resources:
+    """What a world must release; kept apart from World so a finalizer can run without it."""
+
+    def __init__(self, zygote: _zygote.Zygote, tmpdir: str, store):
+        self.zygote = zygote
+        self.tmpdir = tmpdir
+        self.store = store
+        self.incarnation: Optional[_Incarnation] = None
+
+    def kill(self, inc: Optional[_Incarnation]) -> None:
+        """SIGKILL an incarnation's process group and wait until the zygote reaped every rank."""
+        if inc is None or inc.dead:
+            return
+        inc.dead = True
+        self.await_spawned(inc, EXIT_WAIT)
+        if inc.pids:
+            try:
+                os.killpg(inc.pgid, signal.SIGKILL)
+            except OSError:
+                pass
+            for pid in inc.pids:
+                if pid not in self.zygote.exits:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            self.await_exits(inc.pids, EXIT_WAIT)
+            for pid in inc.pids:
+                self.zygote.exits.pop(pid, None)
+        for conn in inc.conns:
+            conn.close()
+        shutil.rmtree(inc.tmpdir, ignore_errors=True)
+
+    def await_spawned(self, inc: _Incarnation, limit: float) -> bool:
+        if inc.pids is not None:
+            return True
+        deadline = time.monotonic() + limit
+        key = (self.world_id, inc.number)
+        while key not in self.zygote.spawned:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.zygote.alive():
+                return False
+            if wait([self.zygote], remaining) and not self.zygote.drain():
+                return False
+        spawned = self.zygote.spawned.pop(key)
+        inc.pids, inc.pgid = spawned.pids, spawned.pgid
+        return True
+
+    def await_exits(self, pids, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while any(pid not in self.zygote.exits for pid in pids):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.zygote.alive():
+                return
+            if wait([self.zygote], remaining) and not self.zygote.drain():
+                return
+
+    def close(self) -> None:
+        self.kill(self.incarnation)
+        self.incarnation = None
+        self.store = None
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def _fn_ref(fn: Callable) -> FnRef:
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not callable(fn) or not module or not qualname:
+        raise TypeError(f"World.run() expects a module-level function, got {fn!r} (type {type(fn).__name__})")
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise TypeError(
+            f"World.run() expects a module-level function, got {qualname!r} from {module}: ranks find the "
+            "function by module and name, so define it at the top level of a module"
+        )
+    main = sys.modules.get(module)
+    path = getattr(main, "__file__", None) or getattr(getattr(fn, "__code__", None), "co_filename", None)
+    if path and not os.path.isfile(path):
+        path = None
+    if module == "__main__" and main is not None:
+        sys.modules.setdefault("__mp_main__", main)  # ranks load the script as __mp_main__
+    return FnRef(module, qualname, os.path.abspath(path) if path else None)
+
+
+class World:
+    """A persistent group of ``size`` rank processes that run SPMD functions on demand.
+
+    Args:
+        size: number of ranks, 1 to 64.
+        profile: a hardware profile (or its catalog name) each rank applies for its local rank;
+            None for plain CPU.
+        backend: torch.distributed backend of the group; only "gloo" works on this machine.
+        timeout: default deadline of one call, in seconds.
+
+    Raises:
+        ValueError, TypeError: for invalid arguments.
+        WorldStartError: when the ranks cannot start or join their group.
+
+    Example:
+        >>> with World(4) as world:
+        ...     world.run(torch.distributed.get_rank)
+        [0, 1, 2, 3]
+    """
+
+    def __init__(self, size: int, profile: Any = None, backend: str = "gloo", timeout: float = 10.0):
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"World(size={size!r}): size must be an int, got {type(size).__name__}")
+        if not 1 <= size <= MAX_RANKS:
+            raise ValueError(f"World(size={size}): size must be between 1 and {MAX_RANKS}")
+        if backend != "gloo":
+            raise ValueError(f"World(backend={backend!r}): only 'gloo' runs on CPU-only machines; use backend='gloo'")
+        self.timeout = _check_timeout(timeout, "World(timeout=...)")
+        self.size = size
+        self.backend = backend
+        self.profile = _resolve_profile(profile)
+        self.world_id = next(_world_ids)
+        self._calls = itertools.count(1)
+        self._sent_sys_path: Optional[tuple] = None
+        self._closed = False
+        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+        import torch.distributed as dist
+
+        store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+        tmpdir = tempfile.mkdtemp(prefix=f"simulators-world{self.world_id}-")
+        self._res = _Resources(_get_zygote(), tmpdir, store)
+        self._res.world_id = self.world_id
+        self._env = env
+        self._incarnations = itertools.count(1)
+        self._finalizer = weakref.finalize(self, self._res.close)
+        _worlds.add(self)
+        self._spawn()
+        self._ensure_ready()
+
+    # --- public ------------------------------------------------------------------------
+
+    @property
+    def incarnation(self) -> int:
+        """How many times the ranks were (re)built: 1 for a world that never failed."""
+        return self._res.incarnation.number if self._res.incarnation else 0
+
+    @property
+    def pids(self) -> tuple:
+        """Process ids of the current ranks, in rank order."""
+        inc = self._live_incarnation()
+        if inc.pids is None and not self._res.await_spawned(inc, START_TIMEOUT):
+            raise self._start_error(inc, "the zygote did not report the forked ranks")
+        return inc.pids
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def run(self, fn: Callable, *args, timeout: Optional[float] = None, **kwargs) -> list:
+        """Run ``fn(*args, **kwargs)`` on every rank and return the results in rank order.
+
+        Args:
+            fn: a function defined at module level (found in each rank by module name, or by
+                the module's file when the name does not import there, e.g. pytest test modules).
+            *args, **kwargs: picklable arguments, the same for every rank.
+            timeout: deadline of this call in seconds; the world's default when None.
+
+        Returns:
+            A list whose item i is what rank i returned.
+
+        Raises:
+            RankError: one or more ranks raised (tracebacks per rank in ``.failures``).
+            WorldTimeout: a rank did not finish in time (``.stacks``, ``.missing``, ``.collectives``).
+            RankCrashed: a rank process died (``.rank``, ``.exitcode``, ``.signal``).
+            WorldClosedError: the world was closed.
+
+        Example:
+            >>> world.run(torch.distributed.get_world_size)
+            [4, 4, 4, 4]
+        """
+        if self._closed:
+            raise WorldClosedError(f"World(size={self.size}) is closed; create a new World to run {fn!r}")
+        ref = _fn_ref(fn)
+        limit = self.timeout if timeout is None else _check_timeout(timeout, "run(timeout=...)")
+        try:
+            payload = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            raise TypeError(f"World.run({ref.qualname}): arguments cannot be pickled for the ranks: {error}") from error
+        inc = self._ensure_ready()
+        sys_path = tuple(sys.path)
+        call = Call(next(self._calls), ref, payload, None if sys_path == self._sent_sys_path else sys_path, os.getcwd())
+        self._sent_sys_path = sys_path
+        message = pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
+        for conn in inc.conns:
+            try:
+                conn.send_bytes(message)
+            except OSError:
+                pass  # a dead rank shows up as EOF while collecting
+        return _Collector(self, inc, call, limit).collect()
+
+    def recycle(self) -> None:
+        """Replace the ranks with fresh ones (the next call waits for them)."""
+        if self._closed:
+            raise WorldClosedError("recycle() on a closed world")
+        self._res.kill(self._res.incarnation)
+        self._spawn()
+
+    def close(self) -> None:
+        """Kill the ranks and release the world's store and files; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+        _worlds.discard(self)
+
+    def __enter__(self) -> "World":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"incarnation {self.incarnation}"
+        profile = getattr(self.profile, "name", self.profile)
+        return f"World(size={self.size}, profile={profile!r}, backend={self.backend!r}, {state})"
+
+    # --- incarnations ------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        """Ask the zygote for a new incarnation; do not wait for it to be ready."""
+        number = next(self._incarnations)
+        tmpdir = os.path.join(self._res.tmpdir, f"incarnation{number}")
+        os.mkdir(tmpdir)
+        _collectives.create_file(collectives_path(tmpdir), self.size)
+        config = RankConfig(
+            world_id=self.world_id, incarnation=number, size=self.size, backend=self.backend,
+            store_host="127.0.0.1", store_port=self._res.store.port, env=self._env, sys_path=tuple(sys.path),
+            cwd=os.getcwd(), tmpdir=tmpdir, profile=self.profile, pg_timeout=PG_TIMEOUT,
+            start_timeout=START_TIMEOUT, seed=0,
+        )
+        pairs = [socket.socketpair() for _ in range(self.size)]
+        zygote = self._res.zygote = _get_zygote()
+        try:
+            zygote.spawn(SpawnRanks(self.world_id, number, self.size, config), [theirs.fileno() for _, theirs in pairs])
+        finally:
+            for _, theirs in pairs:
+                theirs.close()
+        conns = [Connection(ours.detach()) for ours, _ in pairs]
+        self._res.incarnation = _Incarnation(number, tmpdir, conns)
+
+    def _live_incarnation(self) -> _Incarnation:
+        if self._closed:
+            raise WorldClosedError(f"World(size={self.size}) is closed")
+        if self._res.incarnation is None or self._res.incarnation.dead:
+            self._spawn()
+        return self._res.incarnation
+
+    def _ensure_ready(self) -> _Incarnation:
+        """Wait until every rank of the current incarnation said Ready."""
+        inc = self._live_incarnation()
+        if inc.ready:
+            return inc
+        deadline = time.monotonic() + START_TIMEOUT
+        if not self._res.await_spawned(inc, START_TIMEOUT):
+            raise self._start_error(inc, "the zygote did not fork the ranks")
+        waiting = {conn: rank for rank, conn in enumerate(inc.conns)}
+        failures = {}
+        while waiting:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._start_error(inc, f"ranks {sorted(waiting.values())} did not join within {START_TIMEOUT:g} s")
+            for conn in wait(list(waiting), remaining):
+                rank = waiting.pop(conn)
+                try:
+                    event = conn.recv()
+                except (EOFError, OSError):
+                    failures[rank] = f"rank {rank} died while starting"
+                    continue
+                outcome = dispatch(event, {Ready: lambda e: None, StartFailed: lambda e: e.traceback}, f"rank {rank}")
+                if outcome is not None:
+                    failures[rank] = outcome
+            if failures:
+                raise self._start_error(inc, "\n".join(failures[r] for r in sorted(failures)))
+        inc.ready = True
+        return inc
+
+    def _start_error(self, inc: _Incarnation, detail: str) -> WorldStartError:
+        outputs = read_outputs(inc.tmpdir, range(self.size), limit=2000)
+        self._res.kill(inc)
+        zygote_log = self._res.zygote.log_tail()
+        text = f"World(size={self.size}, profile={self.profile!r}) could not start: {detail}"
+        for rank, (out, err) in outputs.items():
+            if err.strip():
+                text += f"\n--- rank {rank} stderr:\n{err.rstrip()}"
+        if zygote_log.strip():
+            text += f"\n--- zygote log:\n{zygote_log.rstrip()}"
+        return WorldStartError(text)
+
+
+def _check_timeout(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{where}: expected a number of seconds, got {value!r} (type {type(value).__name__})")
+    if not value > 0:
+        raise ValueError(f"{where}: expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _resolve_profile(profile):
+    if profile is None:
+        return None
+    import simulators
+
+    if not hasattr(simulators, "apply_profile"):
+        raise WorldError("World(profile=...) needs simulators.apply_profile, which this version lacks")
+    if isinstance(profile, str):
+        return simulators.get_profile(profile)
+    return profile

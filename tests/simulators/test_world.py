@@ -1,0 +1,220 @@
+"""World basics: results in rank order, arguments, the launcher environment, lookup of functions,
+output forwarding, invalid arguments, sizes 1 and 16, profiles and PartialState inside ranks.
+
+Every test runs real rank processes in a real gloo group; nothing is mocked.
+"""
+
+import importlib.util
+import os
+import sys
+import textwrap
+
+import psutil
+import pytest
+import torch
+import torch.distributed as dist
+
+from simulators import World, WorldClosedError
+from simulators.errors import RankError
+
+# --- functions the ranks run (module level, so the ranks can find them) --------------------
+
+
+def rank_and_size():
+    return dist.get_rank(), dist.get_world_size()
+
+
+def echo(*args, **kwargs):
+    return dist.get_rank(), args, kwargs
+
+
+def all_reduce_sum(value):
+    tensor = torch.tensor([float(value * (dist.get_rank() + 1))])
+    dist.all_reduce(tensor)
+    return tensor.item()
+
+
+def launcher_environment():
+    keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    return {key: os.environ.get(key) for key in keys}
+
+
+def shout(word):
+    print(f"{word} from {dist.get_rank()}")
+    print(f"warning {dist.get_rank()}", file=sys.stderr)
+
+
+def returns_unpicklable():
+    return lambda: None
+
+
+def partial_state_view():
+    from accelerate_lite.state import PartialState
+
+    state = PartialState()
+    return str(state.distributed_type), state.num_processes, state.process_index, state.local_process_index
+
+
+def profile_view():
+    from accelerate_lite.state import PartialState
+
+    state = PartialState()
+    return torch.cuda.is_available(), torch.cuda.device_count(), os.environ["LOCAL_RANK"], str(state.distributed_type)
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world():
+    with World(8, timeout=60) as world:
+        yield world
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+def test_results_come_back_in_rank_order(world):
+    assert world.run(rank_and_size) == [(rank, 8) for rank in range(8)]
+
+
+def test_arguments_reach_every_rank(world):
+    results = world.run(echo, 1, [2, 3], key={"a": torch.ones(2)})
+    for rank, (seen_rank, args, kwargs) in enumerate(results):
+        assert seen_rank == rank
+        assert args == (1, [2, 3])
+        assert torch.equal(kwargs["key"]["a"], torch.ones(2))
+
+
+def test_collectives_run_on_the_group(world):
+    assert world.run(all_reduce_sum, 2) == [2.0 * sum(range(1, 9))] * 8
+
+
+def test_ranks_see_launcher_environment(world):
+    envs = world.run(launcher_environment)
+    for rank, env in enumerate(envs):
+        assert env["RANK"] == env["LOCAL_RANK"] == str(rank)
+        assert env["WORLD_SIZE"] == env["LOCAL_WORLD_SIZE"] == "8"
+        assert env["MASTER_ADDR"] == "127.0.0.1"
+        assert int(env["MASTER_PORT"]) > 0
+    assert len({env["MASTER_PORT"] for env in envs}) == 1
+
+
+def test_calls_reuse_the_same_ranks(world):
+    pids = world.pids
+    for _ in range(3):
+        world.run(rank_and_size)
+    assert world.pids == pids
+    assert len(set(pids)) == 8 and all(psutil.pid_exists(pid) for pid in pids)
+
+
+def test_function_found_by_file_path_when_its_module_name_does_not_import(world, tmp_path):
+    source = tmp_path / "spmd_body.py"
+    source.write_text(textwrap.dedent("""
+        import torch.distributed as dist
+
+        def doubled_rank():
+            return 2 * dist.get_rank()
+    """))
+    spec = importlib.util.spec_from_file_location("not_on_any_path.spmd_body", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert world.run(module.doubled_rank) == [2 * rank for rank in range(8)]
+
+
+def test_rank_output_is_forwarded_with_rank_prefix(world, capsys):
+    world.run(shout, "hello")
+    captured = capsys.readouterr()
+    for rank in range(8):
+        assert f"[rank {rank}] hello from {rank}" in captured.out
+        assert f"[rank {rank}] warning {rank}" in captured.err
+
+
+def test_unpicklable_result_is_a_rank_error(world):
+    with pytest.raises(RankError, match="cannot be pickled") as info:
+        world.run(returns_unpicklable)
+    assert sorted(info.value.failures) == list(range(8))
+    assert world.run(rank_and_size)[0] == (0, 8)
+
+
+def _nested():
+    def inner():
+        return 1
+
+    return inner
+
+
+INVALID = [
+    pytest.param(lambda: World(0), ValueError, "between 1 and", id="World(size=0)"),
+    pytest.param(lambda: World("8"), TypeError, "must be an int", id="World(size='8')"),
+    pytest.param(lambda: World(2, backend="nccl"), ValueError, "only 'gloo'", id="World(backend='nccl')"),
+    pytest.param(lambda: World(2, timeout=0), ValueError, "positive number", id="World(timeout=0)"),
+    pytest.param(lambda: World(2, timeout="5"), TypeError, "number of seconds", id="World(timeout='5')"),
+    pytest.param(lambda: World(2, profile="8xNoSuchGPU"), LookupError, "8xNoSuchGPU", id="World(profile='8xNoSuchGPU')"),
+]
+INVALID_RUN = [
+    pytest.param(lambda w: w.run(lambda: 1), TypeError, "module-level", id="run(lambda)"),
+    pytest.param(lambda w: w.run(_nested()), TypeError, "module-level", id="run(nested_function)"),
+    pytest.param(lambda w: w.run(42), TypeError, "module-level function", id="run(42)"),
+    pytest.param(lambda w: w.run(rank_and_size, timeout=-1), ValueError, "positive", id="run(fn, timeout=-1)"),
+    pytest.param(lambda w: w.run(echo, lambda: 1), TypeError, "cannot be pickled", id="run(fn, <lambda arg>)"),
+]
+
+
+@pytest.mark.parametrize("make, error, message", INVALID)
+def test_invalid_world_arguments_are_refused(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+@pytest.mark.parametrize("call, error, message", INVALID_RUN)
+def test_invalid_run_arguments_are_refused_and_the_world_survives(world, call, error, message):
+    incarnation = world.incarnation
+    with pytest.raises(error, match=message):
+        call(world)
+    assert world.incarnation == incarnation
+    assert world.run(rank_and_size)[7] == (7, 8)
+
+
+def test_closed_world_refuses_calls_and_leaves_no_rank():
+    world = World(2)
+    pids = world.pids
+    world.close()
+    world.close()  # idempotent
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    with pytest.raises(WorldClosedError, match="closed"):
+        world.run(rank_and_size)
+
+
+def test_one_rank_world():
+    with World(1) as world:
+        assert world.run(rank_and_size) == [(0, 1)]
+        assert world.run(all_reduce_sum, 3) == [3.0]
+
+
+@pytest.mark.slow
+def test_sixteen_rank_world():
+    with World(16, timeout=120) as world:
+        assert world.run(rank_and_size) == [(rank, 16) for rank in range(16)]
+        assert world.run(all_reduce_sum, 1) == [float(sum(range(1, 17)))] * 16
+
+
+def test_partial_state_adopts_the_world_group(world):
+    pytest.importorskip("accelerate_lite.state")
+    views = world.run(partial_state_view)
+    for rank, (distributed_type, num, index, local) in enumerate(views):
+        assert distributed_type.endswith("MULTI_CPU")
+        assert (num, index, local) == (8, rank, rank)
+
+
+def test_profile_applies_per_rank():
+    import simulators
+
+    if not hasattr(simulators, "get_profile"):
+        pytest.skip("hardware profiles not available in this checkout")
+    with World(4, profile="8xH100", timeout=60) as world:
+        views = world.run(profile_view)
+    for rank, (available, count, local_rank, distributed_type) in enumerate(views):
+        assert available is True and count == 8
+        assert local_rank == str(rank)
+        assert distributed_type.endswith("MULTI_GPU")
