@@ -19,3 +19,5 @@ from .launchers import debug_launcher
 from .state import PartialState
 
 # --- big modeling ---------------------------------------------------------------------------
+from .big_modeling import init_empty_weights, init_on_device
+from .utils.modeling import infer_auto_device_map, load_checkpoint_in_model

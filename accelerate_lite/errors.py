@@ -27,3 +27,34 @@ class UnsupportedEnvironmentError(AccelerateLiteError, RuntimeError):
 
 class DistributedOperationException(AccelerateLiteError):
     """Ranks passed incompatible inputs to a collective data op (shapes, structures, dtypes, op order)."""
+
+
+# --- modeling / checkpoints / offload / quantization (issue 4) ------------------------------
+
+
+class CheckpointNotFoundError(AccelerateLiteError, FileNotFoundError):
+    """A checkpoint file, shard or folder named by the caller or by an index does not exist."""
+
+
+class CorruptCheckpointError(AccelerateLiteError, ValueError):
+    """A checkpoint file or index exists but cannot be read (truncated, corrupt, wrong format)."""
+
+
+class CheckpointMismatchError(AccelerateLiteError, ValueError):
+    """A checkpoint holds a key the model does not have, or a tensor of another shape than the model's."""
+
+
+class DeviceMapError(AccelerateLiteError, ValueError):
+    """A device map leaves a tensor without a device, or names a device that does not exist here."""
+
+
+class OffloadFolderError(AccelerateLiteError, ValueError):
+    """Weights must be offloaded to disk but no usable offload folder was given."""
+
+
+class QuantizationUnavailableError(AccelerateLiteError, ImportError):
+    """bitsandbytes quantization was asked for but bitsandbytes (or a version with it) is not installed."""
+
+
+class QuantizationDeviceError(AccelerateLiteError, RuntimeError):
+    """bitsandbytes quantization was asked for but no device it supports (a CUDA GPU) is available."""

@@ -145,6 +145,42 @@ from .operations import (
 # --- other (parallelism helpers) ------------------------------------------------------------
 
 # --- modeling / offload / bnb ---------------------------------------------------------------
+from ..big_modeling import init_empty_weights, init_on_device
+from .bnb import has_4bit_bnb_layers, load_and_quantize_model
+from .modeling import (
+    calculate_maximum_sizes,
+    check_device_map,
+    check_device_same,
+    check_tied_parameters_in_config,
+    check_tied_parameters_on_same_device,
+    clean_device_map,
+    compute_module_sizes,
+    convert_file_size_to_int,
+    dtype_byte_size,
+    find_tied_parameters,
+    get_balanced_memory,
+    get_device_free_memory,
+    get_max_layer_size,
+    get_max_memory,
+    id_tensor_storage,
+    infer_auto_device_map,
+    load_checkpoint_in_model,
+    load_offloaded_weights,
+    load_state_dict,
+    named_module_tensors,
+    retie_parameters,
+    set_module_tensor_to_device,
+    shard_checkpoint,
+)
+from .offload import (
+    OffloadedWeightsLoader,
+    PrefixedDataset,
+    extract_submodules_state_dict,
+    load_offloaded_weight,
+    offload_state_dict,
+    offload_weight,
+    save_offload_index,
+)
 
 # --- torch_xla ------------------------------------------------------------------------------
 from .torch_xla import install_xla
