@@ -17,6 +17,9 @@ from .utils.dataclasses import (
 # --- state / launchers ----------------------------------------------------------------------
 from .launchers import debug_launcher
 from .state import PartialState
+from .utils.imports import is_rich_available
+from .utils.memory import find_executable_batch_size
+from .utils.random import synchronize_rng_states
 
 # --- big modeling ---------------------------------------------------------------------------
 from .big_modeling import init_empty_weights, init_on_device

@@ -139,10 +139,28 @@ from .operations import (
 )
 
 # --- memory ---------------------------------------------------------------------------------
+from .memory import (
+    clear_device_cache,
+    find_executable_batch_size,
+    release_memory,
+    should_reduce_batch_size,
+)
 
 # --- random ---------------------------------------------------------------------------------
+from .random import (
+    set_seed,
+    synchronize_rng_state,
+    synchronize_rng_states,
+)
 
 # --- other (parallelism helpers) ------------------------------------------------------------
+from .other import (
+    clean_state_dict_for_safetensors,
+    extract_model_from_parallel,
+    is_compiled_module,
+    save,
+    wait_for_everyone,
+)
 
 # --- modeling / offload / bnb ---------------------------------------------------------------
 from ..big_modeling import init_empty_weights, init_on_device

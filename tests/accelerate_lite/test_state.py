@@ -1,10 +1,7 @@
 """PartialState: world detection from launcher environments (real processes for real worlds), hardware
 selection, and the process-control helpers."""
 
-import multiprocessing
 import os
-import socket
-import traceback
 import types
 
 import pytest
@@ -13,88 +10,10 @@ import torch.distributed as dist
 
 from accelerate_lite import PartialState, debug_launcher
 from accelerate_lite.utils import DistributedType, clear_environment, clear_import_caches, patch_environment
-from accelerate_lite.utils.launch_env import (
-    HARDWARE,
-    LOCAL_RANK_KEYS,
-    LOCAL_WORLD_SIZE_KEYS,
-    RANK_KEYS,
-    WORLD_SIZE_KEYS,
-    LaunchEnvironment,
-    choose_backend,
-    detect_hardware,
-)
+from accelerate_lite.utils.launch_env import HARDWARE, LaunchEnvironment, choose_backend, detect_hardware
+from launch_worlds import fresh_state, free_port, run_ranks, run_ranks_each, torchrun_environments
 
-LAUNCH_KEYS = RANK_KEYS + WORLD_SIZE_KEYS + LOCAL_RANK_KEYS + LOCAL_WORLD_SIZE_KEYS + (
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "ACCELERATE_USE_CPU",
-    "ACCELERATE_USE_DEEPSPEED",
-    "ACCELERATE_TORCH_DEVICE",
-    "ACCELERATE_DEBUG_MODE",
-    "FORK_LAUNCHED",
-)
-RANK_TIMEOUT = float(os.environ.get("ACCELERATE_LITE_TEST_RANK_TIMEOUT", "180"))
-
-
-@pytest.fixture(autouse=True)
-def fresh_state():
-    """Each test starts from an undetected state and without launcher variables."""
-    saved = {key: os.environ.pop(key) for key in LAUNCH_KEYS if key in os.environ}
-    PartialState._reset_state()
-    yield
-    PartialState._reset_state()
-    for key in LAUNCH_KEYS:
-        os.environ.pop(key, None)
-    os.environ.update(saved)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _rank_child(connection, environment, body, args):
-    for key in LAUNCH_KEYS:
-        os.environ.pop(key, None)
-    os.environ.update(environment)
-    PartialState._reset_state()
-    clear_import_caches()
-    try:
-        connection.send(("ok", body(*args)))
-    except BaseException:
-        connection.send(("error", traceback.format_exc()))
-    connection.close()
-
-
-def run_ranks(body, environments, args=()):
-    """Fork one process per environment (as a launcher would start them), run body in each, return results.
-
-    Every child is killed on the way out, whatever happened.
-    """
-    assert not dist.is_initialized(), "run_ranks() needs a parent without a process group"
-    context = multiprocessing.get_context("fork")
-    children = []
-    try:
-        for environment in environments:
-            parent_end, child_end = context.Pipe(duplex=False)
-            process = context.Process(target=_rank_child, args=(child_end, environment, body, args))
-            process.start()
-            child_end.close()
-            children.append((process, parent_end))
-        results = []
-        for rank, (process, connection) in enumerate(children):
-            if not connection.poll(RANK_TIMEOUT):
-                pytest.fail(f"rank {rank} sent nothing within {RANK_TIMEOUT} s")
-            status, value = connection.recv()
-            if status != "ok":
-                pytest.fail(f"rank {rank} raised:\n{value}")
-            results.append(value)
-        return results
-    finally:
-        for process, _ in children:
-            process.kill()
-            process.join()
+pytestmark = pytest.mark.usefixtures("fresh_state")
 
 
 def describe_state(cpu=False):
@@ -113,15 +32,6 @@ def describe_state(cpu=False):
         "sum": int(total),
         "rank_env": os.environ.get("RANK"),
     }
-
-
-def torchrun_environments(size, **extra):
-    port = str(free_port())
-    return [
-        dict(RANK=str(r), WORLD_SIZE=str(size), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(size),
-             MASTER_ADDR="127.0.0.1", MASTER_PORT=port, **extra)
-        for r in range(size)
-    ]
 
 
 def expect_world(results, size, kind="MULTI_CPU", backend="gloo", device="cpu"):
@@ -317,23 +227,10 @@ def _adopt_group(world_size, rank, store_path):
 
 def test_an_existing_group_is_adopted(tmp_path):
     store = str(tmp_path / "store")
-    # No launcher variables at all: only the group knows the world.
-    environments = [{"_TEST_RANK": str(rank)} for rank in range(3)]
+    environments = [{} for _ in range(3)]  # no launcher variables at all: only the group knows the world
     results = run_ranks_each(_adopt_group, environments, [(3, rank, store) for rank in range(3)])
     expect_world(results, 3)
     assert [r["local"] for r in results] == [0, 1, 2]
-
-
-def run_ranks_each(body, environments, per_rank_args):
-    """run_ranks with different args per rank."""
-    return run_ranks(_dispatch_by_rank, environments, (body, per_rank_args))
-
-
-def _dispatch_by_rank(body, per_rank_args):
-    for index, args in enumerate(per_rank_args):
-        if os.environ.get("_TEST_RANK") == str(index):
-            return body(*args)
-    raise AssertionError("no _TEST_RANK in the environment")
 
 
 # --- helpers across a real world (debug_launcher) -------------------------------------------------
@@ -423,3 +320,22 @@ def _destroy():
 
 def test_destroy_process_group():
     assert debug_launcher(_destroy, num_processes=2) == [(True, False), (True, False)]
+
+
+def _split_refusals():
+    state = PartialState()
+    messages = []
+    for bad in ({"a": [1], "b": [1, 2]}, 42):
+        try:
+            with state.split_between_processes(bad):
+                pass
+        except (ValueError, TypeError) as error:
+            messages.append(f"{type(error).__name__}: {error}")
+    return messages
+
+
+def test_split_between_processes_refuses_what_it_cannot_split():
+    results = debug_launcher(_split_refusals, num_processes=2)
+    assert results[0] == results[1] and len(results[0]) == 2
+    assert results[0][0].startswith("ValueError") and "{'a': 1, 'b': 2}" in results[0][0]
+    assert results[0][1].startswith("TypeError") and "got int" in results[0][1]
