@@ -291,3 +291,32 @@ def check_collective_counts() -> dict:
         backends._cache = (None, None)
     counts["tensors"] = len(data)
     return counts
+
+
+def check_all_debug_cases(bad_rank: int) -> dict:
+    """Run every debug-mode mismatch case in turn on this world; {case: what this rank saw}."""
+    return {case: check_debug_mismatch(case, bad_rank) for case in DEBUG_CASES}
+
+
+def check_invalid_collective_arguments() -> dict:
+    """Bad arguments raise the same error on every rank before any collective (so nothing hangs after)."""
+    state, rank, world_size = _world()
+    calls = {
+        "gather([t, 'text'])": lambda: ops.gather([torch.ones(1), "text"]),
+        "reduce({'a': 'text'})": lambda: ops.reduce({"a": "text"}),
+        "reduce(int, 'mean')": lambda: ops.reduce(torch.ones(2, dtype=torch.int64)),
+        "broadcast(t, from_process=world_size)": lambda: ops.broadcast(torch.ones(1), from_process=world_size),
+        "broadcast_object_list([1], from_process=-1)": lambda: ops.broadcast_object_list([1], from_process=-1),
+        "copy_tensor_to_devices(t on every rank)": lambda: ops.copy_tensor_to_devices(torch.ones(1)),
+        "gather_object(5)": lambda: ops.gather_object(5),
+    }
+    seen = {}
+    for name, call in calls.items():
+        try:
+            call()
+            seen[name] = None
+        except Exception as error:  # noqa: BLE001 - reported to the test
+            seen[name] = (type(error).__name__, str(error))
+    # the world still works afterwards: nothing was left half-way through a collective
+    seen["afterwards"] = ops.gather(torch.tensor([rank])).tolist()
+    return seen

@@ -115,7 +115,10 @@ def unpack_gathered(pack: Pack, gathered, world_size: int) -> list[tuple[int, to
     results = []
     for slot in pack.slots:
         row_shape = slot.shape if len(slot.shape) else (1,)
-        if isinstance(gathered, torch.Tensor):
+        if slot.start == slot.stop:  # empty: nothing to view (and strides of empty views cannot be re-typed)
+            device = gathered.device if isinstance(gathered, torch.Tensor) else gathered[0].device
+            merged = torch.empty((world_size * row_shape[0], *row_shape[1:]), dtype=slot.dtype, device=device)
+        elif isinstance(gathered, torch.Tensor):
             rows = gathered.view(world_size, gathered.numel() // world_size)[:, slot.start : slot.stop]
             if pack.as_bytes:
                 rows = rows.view(slot.dtype)

@@ -210,7 +210,7 @@ def initialize_tensors(data_structure):
     """
 
     def _allocate(info):
-        return torch.empty(*info.shape, dtype=info.dtype)
+        return torch.empty(tuple(info.shape), dtype=info.dtype)  # a tuple: 0-d shapes work too
 
     return recursively_apply(_allocate, data_structure, test_type=is_tensor_information)
 
