@@ -1,0 +1,130 @@
+"""Tensors on simulated devices: real fake-device tensors for npu, device tags for cuda/xpu/xla/mps.
+
+No accelerator exists here; the point is that placement mistakes (a tensor left on the wrong device)
+fail under the simulation the way they fail on the card.
+"""
+
+import pytest
+import torch
+
+from simulators import apply_profile
+from simulators.fake_device import FakeDeviceTensor, fake_backend_name, install_fake_backend, unwrap
+from simulators.errors import FakeDeviceError
+
+SAME_DEVICE = "Expected all tensors to be on the same device"
+
+
+@pytest.fixture
+def npu():
+    with apply_profile("8xAscend910B", local_rank=3, world_size=8) as host:
+        yield host
+
+
+def test_factories_and_moves_carry_the_npu_device(npu):
+    ones = torch.ones(2, device="npu:3")
+    assert ones.device == torch.device("npu", 3) and isinstance(ones, FakeDeviceTensor)
+    moved = torch.arange(4.0).to(npu.device)
+    assert moved.device == npu.device and moved.tolist() == [0.0, 1.0, 2.0, 3.0]
+    back = moved.cpu()
+    assert type(back) is torch.Tensor and back.device.type == "cpu" and torch.equal(back, torch.arange(4.0))
+    assert moved.to("npu:5").device.index == 5 and moved.device.index == 3
+    assert moved.to(torch.float16).dtype == torch.float16 and moved.to(torch.float16).device == npu.device
+    assert "device='npu:3'" in repr(ones)
+
+
+def test_ops_compute_on_the_cpu_and_stay_on_the_device(npu):
+    a = torch.arange(6.0, device="npu:3").view(2, 3)
+    b = torch.ones(3, 2, device="npu:3")
+    product = a @ b
+    assert product.device == npu.device and product.cpu().tolist() == [[3.0, 3.0], [12.0, 12.0]]
+    assert (a * 2 + 1).device == npu.device and torch.cat([a, a]).shape == (4, 3)
+    assert a[1].device == npu.device and torch.stack([a, a]).device == npu.device
+    assert (a + torch.tensor(1.0)).device == npu.device  # CPU scalars mix, as on the card
+    a.add_(1)
+    assert unwrap(a).tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+@pytest.mark.parametrize("other", ["npu:1", "cpu"])
+def test_mixing_devices_fails_like_the_card(npu, other):
+    with pytest.raises(RuntimeError, match=f"{SAME_DEVICE}.*npu:3 and {other}"):
+        torch.ones(2, device="npu:3") + torch.ones(2, device=other)
+    model = torch.nn.Linear(3, 1).to(npu.device)
+    with pytest.raises(RuntimeError, match=SAME_DEVICE):
+        model(torch.randn(4, 3))  # the classic bug: the batch was never moved
+
+
+def test_training_step_on_a_device_above_zero(npu):
+    model = torch.nn.Linear(3, 1).to("npu:3")
+    optimizer = torch.optim.Adam(model.parameters())
+    loss = model(torch.randn(4, 3, device="npu:3")).pow(2).mean()
+    loss.backward()  # apply_profile runs autograd in-thread: its engine has no queue for PrivateUse1 index 3
+    optimizer.step()
+    assert model.weight.grad.device == torch.device("npu", 3) and model.weight.device == torch.device("npu", 3)
+
+
+def test_numpy_needs_cpu_first_as_on_the_card(npu):
+    with pytest.raises(TypeError, match="cpu"):
+        torch.ones(2, device="npu:3").numpy()
+
+
+def test_install_is_once_per_process_and_keeps_its_name():
+    assert install_fake_backend("npu") == "npu" == fake_backend_name()
+    with pytest.raises(FakeDeviceError, match="already named 'npu'"):
+        install_fake_backend("gaudi")
+
+
+def test_npu_flags_only_without_fake_tensors():
+    with apply_profile("8xAscend910B", fake_tensors=False):
+        assert torch.npu.is_available() and torch.npu.device_count() == 8
+
+
+# -- device tags (cuda, xpu, xla, mps) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def cuda():
+    with apply_profile("8xH100", local_rank=3, world_size=8, device_tags=True) as host:
+        yield host
+
+
+def test_tags_report_the_simulated_cuda_device(cuda):
+    placed = torch.ones(2, device="cuda:3")
+    assert (placed.device, placed.is_cuda, placed.is_cpu, placed.get_device()) == (torch.device("cuda", 3), True, False, 3)
+    plain = torch.randn(2)
+    moved = plain.to(cuda.device)
+    assert moved.device == cuda.device and plain.device.type == "cpu" and moved is not plain
+    assert moved.to("cuda:3") is moved and moved.cuda(1).device.index == 1 and moved.cpu().device.type == "cpu"
+    assert moved.to(torch.float16).device == cuda.device and moved.to(plain).device.type == "cpu"
+    assert (placed + moved).device == cuda.device and torch.zeros_like(placed).device == cuda.device
+
+
+def test_tags_catch_mixed_devices(cuda):
+    with pytest.raises(RuntimeError, match=f"{SAME_DEVICE}.*cuda:3 and cpu"):
+        torch.ones(2, device="cuda:3") * torch.ones(2)
+    with pytest.raises(RuntimeError, match=f"{SAME_DEVICE}.*cuda:3 and cuda:1"):
+        torch.ones(2, device="cuda:3") - torch.ones(2, device="cuda:1")
+    model = torch.nn.Linear(2, 2).to(cuda.device)
+    with pytest.raises(RuntimeError, match=SAME_DEVICE):
+        model(torch.randn(4, 2))
+
+
+def test_tags_follow_a_module_through_training(cuda):
+    model = torch.nn.Linear(2, 2).to(cuda.device)
+    assert model.weight.device == cuda.device and model.bias.is_cuda
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(4, 2, device=cuda.device)).sum().backward()
+    optimizer.step()
+    assert model.weight.grad.device == cuda.device and model.weight.device == cuda.device
+
+
+def test_tags_end_with_the_profile():
+    with apply_profile("tpu-v4-8", device_tags=True) as host:
+        placed = torch.ones(2, device=host.device)
+        assert placed.device == torch.device("xla", 0)
+    assert placed.device.type == "cpu"
+
+
+def test_device_tags_refused_for_kinds_without_them():
+    with pytest.raises(ValueError, match="tags exist for cuda"):
+        with apply_profile("cpu", device_tags=True):
+            pass
