@@ -82,10 +82,11 @@ def _settings(args, preset):
 
     rank_setup = None
     if args.rank_setup:
-        import importlib
+        from .suite.entry import resolve_function
 
-        module, _, name = args.rank_setup.partition(":")
-        rank_setup = getattr(importlib.import_module(module), name)
+        module, _, name = args.rank_setup.rpartition(":")
+        path = module if module.endswith(".py") else ""
+        rank_setup = resolve_function((module, path, name))
     return RunSettings(
         examples=args.examples or preset.resolved("examples"), seed=args.seed,
         world_timeout=args.world_timeout or preset.resolved("world_timeout"), real=args.real,

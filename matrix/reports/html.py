@@ -21,7 +21,8 @@ SYMBOL = {
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.4em} h2{font-size:1.05em;margin:1.4em 0 .3em}
+h1{font-size:1.4em} h2{font-size:.95em;margin:1.2em 0 .3em}
+div.block{display:inline-block;vertical-align:top;margin-right:1.2em}
 table.grid{border-collapse:collapse;margin-bottom:.5em}
 table.grid th,table.grid td{border:1px solid #ccc;padding:2px 6px;font-size:.85em;vertical-align:top}
 table.grid th{background:#f4f4f4;text-align:left}
@@ -79,8 +80,9 @@ def _grid(key, block_results) -> str:
         rows.append(f"<tr><th>{html.escape(op)}</th>{''.join(tds)}</tr>")
     label = axes.PLUGIN_BY_NAME[plugin].label
     title = f"w{world} · {backend} · {hardware} · {plugin} ({label})"
-    return (f"<h2>{html.escape(title)}</h2>\n<table class='grid' data-block='w{world}/{backend}/{hardware}/{plugin}'>"
-            + "\n".join(rows) + "</table>")
+    return (f"<div class='block'><h2>{html.escape(title)}</h2>\n"
+            f"<table class='grid' data-block='w{world}/{backend}/{hardware}/{plugin}'>"
+            + "\n".join(rows) + "</table></div>")
 
 
 def render_html(run: RunResult) -> str:

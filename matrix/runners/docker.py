@@ -58,7 +58,8 @@ def ensure_skeleton_image(client) -> str:
         client.images.get(SKELETON_TAG)
     except docker.errors.ImageNotFound:
         repository, tag = SKELETON_TAG.split(":")
-        client.api.import_image_from_stream(io.BytesIO(_skeleton_tar()), repository=repository, tag=tag)
+        # the SDK declares chunked encoding; only an iterator makes requests send real chunks
+        client.api.import_image_from_stream(iter([_skeleton_tar()]), repository=repository, tag=tag)
     return SKELETON_TAG
 
 

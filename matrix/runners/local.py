@@ -9,7 +9,9 @@ property, and returns the agreed outcome; the controller turns it into a CellRes
 from __future__ import annotations
 
 import concurrent.futures as futures
+import json
 import os
+import tempfile
 import threading
 import time
 import traceback
@@ -32,8 +34,8 @@ class RunSettings:
         world_timeout: seconds one cell may take on its world before it is declared hung.
         real: run on this machine's real devices (no profile simulation), e.g. backend nccl on GPUs.
         cores: cores the scheduler may fill (default: os.cpu_count()).
-        rank_setup: a module-level function every rank of every world runs once after it starts
-            (fault injection, extra patches); None for nothing.
+        rank_setup: a module-level function every rank runs at the start of every cell (fault
+            injection, extra patches); None for nothing.
     """
 
     examples: int = 8
@@ -121,6 +123,25 @@ def judge(cell: Cell, verdict, outcome: dict | None, error: Exception | None, du
                       rules=verdict.rules, failure=failure)
 
 
+def _add_rank_notes(failure: Failure, notes: str) -> None:
+    """After a hang or crash, add the first error each rank noted before it (the likely cause)."""
+    noted = {}
+    for name in sorted(os.listdir(notes)):
+        try:
+            with open(os.path.join(notes, name)) as handle:
+                noted[int(name[4:-5])] = json.load(handle)
+        except (OSError, ValueError):
+            continue
+    if not noted:
+        return
+    first = min(noted)
+    failure.message += f"\nbefore that, rank {first} failed: {noted[first]['type']}: {noted[first]['message']}"
+    failure.rank, failure.ranks = first, tuple(sorted(noted))
+    failure.example = failure.example or noted[first].get("example")
+    failure.traceback = "".join(f"--- rank {r} first error ---\n{e['traceback']}\n" for r, e in sorted(noted.items())) \
+        + failure.traceback
+
+
 class LocalRunner:
     """Runs cells on this machine and reports each result as it completes.
 
@@ -166,14 +187,28 @@ class LocalRunner:
                     budget.finish(running.pop(future))
                     future.result()  # a bug in the runner itself must not pass silently
 
-    def _run_group(self, group, verdicts, report):
-        from ..suite.entry import run_cell
+    def _run_cell(self, world, cell, verdict) -> CellResult:
+        from ..suite.entry import function_reference, run_cell
 
+        setup = None if self.settings.rank_setup is None else function_reference(self.settings.rank_setup)
+        started = time.perf_counter()
+        outcome, error = None, None
+        with tempfile.TemporaryDirectory(prefix="matrix-notes-") as notes:
+            try:
+                ranks = world.run(run_cell, cell.id, self.settings.examples, self.settings.seed, notes, setup,
+                                  timeout=self.settings.world_timeout)
+                outcome = ranks[0]
+            except Exception as exc:  # WorldError subclasses: hang, crash, rank error
+                error = exc
+            result = judge(cell, verdict, outcome, error, time.perf_counter() - started, self.settings)
+            if error is not None and result.failure is not None:
+                _add_rank_notes(result.failure, notes)
+        return result
+
+    def _run_group(self, group, verdicts, report):
         size, hardware, backend = group.key
         try:
             world = self.world_factory(size, hardware, backend)
-            if self.settings.rank_setup is not None:
-                world.run(self.settings.rank_setup)
         except Exception as exc:  # the world never started: every cell of the group is an error
             for cell in group.cells:
                 failure = _failure_from_world_error(exc, cell.id, self.settings)
@@ -181,14 +216,6 @@ class LocalRunner:
             return
         try:
             for cell in group.cells:
-                started = time.perf_counter()
-                outcome, error = None, None
-                try:
-                    ranks = world.run(run_cell, cell.id, self.settings.examples, self.settings.seed,
-                                      timeout=self.settings.world_timeout)
-                    outcome = ranks[0]
-                except Exception as exc:  # WorldError subclasses: hang, crash, rank error
-                    error = exc
-                report(judge(cell, verdicts[cell], outcome, error, time.perf_counter() - started, self.settings))
+                report(self._run_cell(world, cell, verdicts[cell]))
         finally:
             world.close()

@@ -33,6 +33,7 @@ class Context:
     profile: object  # simulators.HardwareProfile
     state: object  # accelerate_lite.PartialState
     shared_dir: str  # the same temporary directory on every rank, removed after the cell
+    notes_dir: str | None = None  # where each rank notes its first error (read by the controller on a hang)
 
     @property
     def is_half(self) -> bool:
@@ -54,7 +55,7 @@ def _shared_directory(rank: int) -> str:
 
 
 @contextlib.contextmanager
-def cell_context(cell: Cell):
+def cell_context(cell: Cell, notes_dir: str | None = None):
     """Put the cell's plugin and precision environment in force and yield a Context.
 
     Raises:
@@ -76,7 +77,7 @@ def cell_context(cell: Cell):
         with patch_environment(**cell.environment()):
             PartialState._reset_state()
             state = PartialState()
-            yield Context(cell, rank, cell.world, dtype, _get_profile(cell.hardware), state, shared)
+            yield Context(cell, rank, cell.world, dtype, _get_profile(cell.hardware), state, shared, notes_dir)
     finally:
         PartialState._reset_state()
         if rank == 0:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 import time
 import traceback
 import zlib
@@ -15,13 +18,39 @@ def cell_seed(cell_id: str, seed: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(cell_id.encode())) % (2**32)
 
 
-def run_cell(cell_id: str, examples: int, seed: int) -> dict:
+def function_reference(function) -> tuple[str, str, str]:
+    """(module, file, name) of a module-level function, so a rank can import it (by file if need be)."""
+    module = sys.modules.get(function.__module__)
+    return function.__module__, getattr(module, "__file__", "") or "", function.__qualname__
+
+
+def resolve_function(reference: tuple[str, str, str]):
+    """The function a function_reference names: imported by module name, else from its file."""
+    module_name, path, name = reference
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        spec = importlib.util.spec_from_file_location(f"_matrix_setup_{abs(hash(path))}", path)
+        if spec is None:
+            raise
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # so function_reference() finds it again
+        spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def run_cell(cell_id: str, examples: int, seed: int, notes_dir: str | None = None,
+             setup: tuple[str, str, str] | None = None) -> dict:
     """Run one cell on this rank and return the outcome every rank agreed on.
 
     Args:
         cell_id: e.g. "gather/bf16/fsdp/w8/gloo/8xH100".
         examples: hypothesis examples for the operation's property.
         seed: the run's seed (mixed with the cell id by cell_seed).
+        notes_dir: a directory (on this machine) where each rank writes its first error, so the
+            controller can still report it if the world hangs afterwards.
+        setup: a function_reference run first on every rank (fault injection: the world undoes
+            module patches after every call, so they are made again for each cell).
 
     Returns:
         A dict: Outcome fields plus "stage" ("setup", "preconditions" or "property") and "seconds".
@@ -33,7 +62,9 @@ def run_cell(cell_id: str, examples: int, seed: int) -> dict:
     cell = Cell.parse(cell_id)
     stage = "setup"
     try:
-        with cell_context(cell) as ctx:
+        if setup is not None:
+            resolve_function(setup)()
+        with cell_context(cell, notes_dir) as ctx:
             stage = "preconditions"
             outcome = run_once(ctx, check_preconditions)
             if outcome.ok:

@@ -8,6 +8,8 @@ never desynchronises them. The last failing call is the shrunk example (hypothes
 
 from __future__ import annotations
 
+import json
+import os
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable
@@ -75,6 +77,17 @@ def _failed(failing: dict[int, dict], examples: int, example) -> Outcome:
     )
 
 
+def note_error(ctx, error: dict, example=None) -> None:
+    """Write this rank's first error where the controller finds it even if the world then hangs
+    (a rank that raised before a collective leaves the others blocked in it)."""
+    notes = getattr(ctx, "notes_dir", None)
+    path = notes and os.path.join(notes, f"rank{ctx.rank}.json")
+    if not path or os.path.exists(path):
+        return
+    with open(path, "w") as handle:
+        json.dump({**error, "example": None if example is None else describe(example)}, handle)
+
+
 def run_once(ctx, check: Callable) -> Outcome:
     """Run a check with no drawn input on every rank and agree on the outcome."""
     error = None
@@ -82,6 +95,7 @@ def run_once(ctx, check: Callable) -> Outcome:
         check(ctx)
     except Exception as exc:  # any failure of the code under test is a result, not a crash
         error = _error_of(exc)
+        note_error(ctx, error)
     failing = agree(error)
     return _failed(failing, 1, None) if failing else Outcome(ok=True, examples=1)
 
@@ -114,6 +128,7 @@ def run_property(ctx, prop: Property, examples: int, seed: int) -> Outcome:
             prop.check(ctx, example)
         except Exception as exc:  # reported through the agreement below
             error = _error_of(exc)
+            note_error(ctx, error, example)
         failing = agree(error)
         if failing:
             record["failing"], record["example"] = failing, example
