@@ -62,29 +62,34 @@ def test_every_valid_mixed_precision_round_trips(tmp_path, precision):
     assert load_config_from_file(str(target)).mixed_precision == precision
 
 
-@pytest.mark.parametrize("count, distributed_type", [(8, "MULTI_GPU"), (1, "NO")])
-def test_gpu_machine_config(tmp_path, monkeypatch, count, distributed_type):
-    # No GPU exists here: torch.cuda is patched to report `count` of them.
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
-    target = write_basic_config(save_location=str(tmp_path / "c.yaml"))
+# No accelerator exists here: the simulators' hardware profiles make torch see one.
+MACHINES = [
+    ("8xA100-80GB", False, ("MULTI_GPU", 8, False)),
+    ("2xT4", False, ("MULTI_GPU", 2, False)),
+    ("8xAscend910B", False, ("MULTI_NPU", 8, False)),
+    ("4xMax1550", True, ("MULTI_XPU", 4, False)),
+    ("4xMax1550", False, ("NO", 1, True)),  # XPUs count only when asked for, as upstream
+    ("cpu", False, ("NO", 1, True)),
+]
+
+
+@pytest.mark.parametrize("profile, use_xpu, expected", MACHINES,
+                         ids=[f"write_basic_config(use_xpu={x}) on {p}" for p, x, _ in MACHINES])
+def test_config_describes_the_machine(tmp_path, profile, use_xpu, expected):
+    from simulators import apply_profile
+
+    with apply_profile(profile):
+        target = write_basic_config(save_location=str(tmp_path / "c.yaml"), use_xpu=use_xpu)
     loaded = load_config_from_file(str(target))
-    assert (loaded.num_processes, loaded.distributed_type, loaded.use_cpu) == (count, distributed_type, False)
+    assert (loaded.distributed_type.value, loaded.num_processes, loaded.use_cpu) == expected
 
 
-@pytest.mark.parametrize("kind, use_xpu, expected", [
-    ("npu", False, ("MULTI_NPU", 4)),
-    ("xpu", True, ("MULTI_XPU", 4)),
-    ("xpu", False, ("NO", 1)),  # XPUs are only counted when asked for, as upstream does
-])
-def test_npu_and_xpu_machine_config(tmp_path, monkeypatch, kind, use_xpu, expected):
-    # No NPU/XPU exists here: the availability checks and device module are patched.
-    monkeypatch.setattr(default, f"is_{kind}_available", lambda: True)
-    monkeypatch.setattr(torch, kind, type("FakeDeviceModule", (), {"device_count": staticmethod(lambda: 4)}),
-                        raising=False)
-    config = default.basic_config(use_xpu=use_xpu)
-    assert (config.distributed_type.value, config.num_processes) == expected
-    assert config.use_cpu is (expected[1] == 1)
+def test_one_gpu_is_not_distributed(tmp_path, monkeypatch):
+    # No GPU exists here and no catalog profile has one GPU: torch.cuda is patched to report one.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    config = default.basic_config()
+    assert (config.distributed_type, config.num_processes, config.use_cpu) == (DistributedType.NO, 1, False)
 
 
 def test_default_location_follows_hf_home(tmp_path):

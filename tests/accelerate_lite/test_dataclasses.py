@@ -313,7 +313,7 @@ def test_deepspeed_config_from_json_file_base64_and_environment(tmp_path):
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(DS_CONFIG))
     encoded = base64.urlsafe_b64encode(json.dumps(DS_CONFIG).encode()).decode()
-    for source in (str(path), encoded):
+    for source in (str(path), path, encoded):
         assert DeepSpeedPlugin(hf_ds_config=source).zero_stage == 3
     with patch_environment(ACCELERATE_DEEPSPEED_CONFIG_FILE=str(path)):
         assert DeepSpeedPlugin().deepspeed_config["optimizer"]["type"] == "AdamW"
@@ -390,18 +390,25 @@ def test_fsdp_constructs_without_an_accelerator_and_materialises_on_cpu():
     assert plugin.state_dict_config.offload_to_cpu and plugin.optim_state_dict_config.rank0_only
 
 
-def test_fsdp_param_init_fn_targets_the_current_gpu(monkeypatch):
-    # No GPU exists here: torch.cuda is patched to report one, current device 3.
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+@pytest.mark.parametrize("profile, local_rank, expected", [
+    ("8xH100", 3, "cuda:3"),
+    ("8xAscend910B", 2, "npu:2"),  # a string: torch knows "npu" only once the profile registers it
+    ("4xMax1550", 1, "xpu:1"),
+    ("cpu", 0, "cpu"),
+])
+def test_fsdp_param_init_fn_targets_the_current_device(profile, local_rank, expected):
+    # No accelerator exists here: a simulated profile makes torch report one (current device = local rank).
+    from simulators import apply_profile
+
     captured = {}
 
     class Recorder(torch.nn.Module):
         def to_empty(self, *, device, recurse=True):
             captured["device"] = device
 
-    FullyShardedDataParallelPlugin().param_init_fn(Recorder())
-    assert captured["device"] == torch.device("cuda", 3)
+    with apply_profile(profile, local_rank=local_rank, world_size=8):
+        FullyShardedDataParallelPlugin().param_init_fn(Recorder())
+    assert str(captured["device"]) == expected
 
 
 def test_fsdp_auto_wrap_policy_from_the_environment():

@@ -9,6 +9,7 @@ No deepspeed install is needed for any of this.
 import contextlib
 import copy
 import importlib.util
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -120,7 +121,7 @@ class DeepSpeedPlugin:
         check_bool(owner, "zero3_init_flag", self.zero3_init_flag, optional=True)
 
     def _has_config(self) -> bool:
-        return isinstance(self.hf_ds_config, (dict, HfDeepSpeedConfig)) or (
+        return isinstance(self.hf_ds_config, (dict, HfDeepSpeedConfig, os.PathLike)) or (
             isinstance(self.hf_ds_config, str) and self.hf_ds_config != "none"
         )
 
