@@ -44,13 +44,14 @@ def read_outputs(tmpdir: str, ranks, limit: int) -> dict:
     return outputs
 
 
-def dump_stacks(tmpdir: str, pids) -> dict:
-    """Signal every rank to dump its Python stacks (faulthandler) and return the text per rank."""
-    paths = {rank: rank_paths(tmpdir, rank)["stack"] for rank in range(len(pids))}
+def dump_stacks(tmpdir: str, pids, only=None) -> dict:
+    """Signal the ranks (all, or those in ``only``) to dump their Python stacks; return the text per rank."""
+    ranks = range(len(pids)) if only is None else only
+    paths = {rank: rank_paths(tmpdir, rank)["stack"] for rank in ranks}
     before = {rank: _size(path) for rank, path in paths.items()}
-    for pid in pids:
+    for rank in ranks:
         try:
-            os.kill(pid, signal.SIGUSR1)
+            os.kill(pids[rank], signal.SIGUSR1)
         except OSError:
             pass
     deadline = time.monotonic() + STACK_WAIT
@@ -176,7 +177,7 @@ class _Collector:
                 ) from error
         return results
 
-    def _rank_error(self, stopped=(), collectives=None) -> RankError:
+    def _rank_error(self, stopped=(), collectives=None, stacks=None) -> RankError:
         exceptions = {}
         for rank, event in self.raised.items():
             if event.exc_pickle is not None:
@@ -189,15 +190,16 @@ class _Collector:
             {r: e.traceback for r, e in self.raised.items()},
             {r: e.exc_type for r, e in self.raised.items()},
             {r: e.message for r, e in self.raised.items()},
-            exceptions, stopped=stopped, collectives=collectives,
+            exceptions, stopped=stopped, collectives=collectives, stacks=stacks,
         )
 
     def _stopped(self) -> RankError:
         """Some ranks raised and the rest did not finish (usually blocked waiting for them)."""
         collectives = _collectives.read_all(collectives_path(self.inc.tmpdir), self.size)
         stopped = sorted(self.pending)
+        stacks = dump_stacks(self.inc.tmpdir, self.inc.pids, only=stopped)
         self._rebuild()
-        return self._rank_error(stopped, {r: c for r, c in collectives.items() if r in stopped})
+        return self._rank_error(stopped, {r: c for r, c in collectives.items() if r in stopped}, stacks)
 
     def _timed_out(self) -> WorldTimeout:
         inc = self.inc

@@ -74,7 +74,8 @@ class ProtocolError(WorldError):
 class RankError(WorldError):
     """One or more ranks raised; ``failures`` maps each to its formatted traceback."""
 
-    def __init__(self, fn_name, size, failures, exc_types, messages, exceptions=None, stopped=(), collectives=None):
+    def __init__(self, fn_name, size, failures, exc_types, messages, exceptions=None, stopped=(), collectives=None,
+                 stacks=None):
         self.fn_name = fn_name
         self.size = size
         self.failures = dict(sorted(failures.items()))
@@ -83,6 +84,7 @@ class RankError(WorldError):
         self.exceptions = dict(exceptions or {})
         self.stopped = tuple(sorted(stopped))
         self.collectives = dict(sorted((collectives or {}).items()))
+        self.stacks = dict(sorted((stacks or {}).items()))  # of the stopped ranks
         lines = [f"{fn_name} raised on {len(self.failures)} of {size} ranks ({_rank_list(self.failures)})"]
         if self.stopped:
             lines[0] += f"; {_rank_list(self.stopped)} had not finished and were stopped, the world was rebuilt"

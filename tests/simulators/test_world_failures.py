@@ -1,0 +1,231 @@
+"""World failures: an exception on one rank, a hang, a crashed rank; each reported as one error,
+followed by a world that works again and leaves no process of the failed ranks behind.
+
+Real rank processes and real signals; deadlines are generous (the machine is shared) and no test
+asserts a duration except "well within the deadline plus a margin".
+"""
+
+import ctypes
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+import torch
+import torch.distributed as dist
+
+from simulators import RankCrashed, RankError, World, WorldTimeout
+
+HANG_DEADLINE = 4.0
+MARGIN = 30.0  # loaded 2-core box: the error must come soon after the deadline, not exactly at it
+
+
+# --- functions the ranks run -------------------------------------------------------------
+
+
+def all_reduce_ones():
+    tensor = torch.ones(1)
+    dist.all_reduce(tensor)
+    return tensor.item()
+
+
+def raise_on_rank_one():
+    if dist.get_rank() == 1:
+        raise ValueError("rank one refuses")  # RAISE-LINE
+    return dist.get_rank()
+
+
+def raise_on_rank_one_before_all_reduce():
+    if dist.get_rank() == 1:
+        raise KeyError("missing before the collective")
+    return all_reduce_ones()
+
+
+def rank_two_skips_the_all_reduce():
+    if dist.get_rank() != 2:
+        all_reduce_ones()
+    return dist.get_rank()
+
+
+def crash_rank_three(how):
+    if dist.get_rank() == 3:
+        if how == "exit":
+            os._exit(7)
+        elif how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif how == "segfault":
+            ctypes.string_at(0)
+    return all_reduce_ones()
+
+
+class _Custom(Exception):
+    def __init__(self, a, b):  # not reconstructible from args: unpicklable in the usual way
+        super().__init__(f"{a}-{b}")
+
+
+def raise_unpicklable():
+    raise _Custom(1, 2)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world():
+    with World(8, timeout=60) as world:
+        yield world
+
+
+def _gone(pids) -> bool:
+    return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+
+
+def _zygote_children(world) -> set:
+    zygote = psutil.Process(psutil.Process(world.pids[0]).ppid())
+    return {child.pid for child in zygote.children()}
+
+
+def _line_of(marker: str) -> int:
+    with open(__file__) as f:
+        return next(number for number, line in enumerate(f, 1) if marker in line and "def " not in line)
+
+
+# --- exceptions -----------------------------------------------------------------------------
+
+
+def test_exception_on_one_rank_names_the_rank_and_line(world):
+    incarnation = world.incarnation
+    with pytest.raises(RankError) as info:
+        world.run(raise_on_rank_one)
+    error = info.value
+    assert list(error.failures) == [1]
+    assert error.exc_types[1] == "ValueError" and error.messages[1] == "rank one refuses"
+    assert isinstance(error.exceptions[1], ValueError)
+    assert "rank 1 of 8" in error.failures[1]
+    assert f"line {_line_of('RAISE-LINE')}, in raise_on_rank_one" in error.failures[1]
+    assert "rank 1" in str(error)
+    # nobody was left behind, so the ranks were kept
+    assert world.incarnation == incarnation
+    assert world.run(all_reduce_ones) == [8.0] * 8
+
+
+def test_exception_before_a_collective_stops_the_waiting_ranks(world):
+    old_pids = world.pids
+    with pytest.raises(RankError) as info:
+        world.run(raise_on_rank_one_before_all_reduce, timeout=60)
+    error = info.value
+    assert list(error.failures) == [1] and error.exc_types[1] == "KeyError"
+    assert error.stopped == (0, 2, 3, 4, 5, 6, 7)
+    assert error.collectives == {rank: "all_reduce" for rank in error.stopped}
+    assert "all_reduce" in error.stacks[0]
+    assert _gone(old_pids)
+    assert world.run(all_reduce_ones) == [8.0] * 8
+
+
+def test_unpicklable_exception_travels_as_text(world):
+    with pytest.raises(RankError, match="_Custom: 1-2") as info:
+        world.run(raise_unpicklable)
+    assert info.value.exceptions == {}
+    assert sorted(info.value.failures) == list(range(8))
+
+
+# --- hangs ------------------------------------------------------------------------------------
+
+
+def test_hang_times_out_with_stacks_and_collectives_then_recovers(world):
+    old_pids = world.pids
+    started = time.monotonic()
+    with pytest.raises(WorldTimeout) as info:
+        world.run(rank_two_skips_the_all_reduce, timeout=HANG_DEADLINE)
+    assert HANG_DEADLINE <= time.monotonic() - started < HANG_DEADLINE + MARGIN
+    error = info.value
+    assert error.arrived == (2,)
+    assert error.missing == (0, 1, 3, 4, 5, 6, 7)
+    assert error.collectives == {rank: "all_reduce" for rank in error.missing}
+    assert sorted(error.stacks) == list(range(8))
+    for rank in error.missing:
+        assert "in rank_two_skips_the_all_reduce" in error.stacks[rank]
+        assert "all_reduce" in error.stacks[rank]
+    text = str(error)
+    assert "rank 2 did" in text and "rank 0: blocked in torch.distributed.all_reduce" in text
+    assert _gone(old_pids)
+    assert world.run(all_reduce_ones) == [8.0] * 8
+
+
+# --- crashes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "how, exitcode, signum",
+    [("exit", 7, None), ("sigkill", None, signal.SIGKILL), ("segfault", None, signal.SIGSEGV)],
+    ids=["os._exit(7)", "SIGKILL", "segfault"],
+)
+def test_crashed_rank_is_named_then_the_world_recovers(world, how, exitcode, signum):
+    old_pids = world.pids
+    with pytest.raises(RankCrashed) as info:
+        world.run(crash_rank_three, how, timeout=60)
+    error = info.value
+    assert (error.rank, error.exitcode, error.signal) == (3, exitcode, signum)
+    assert "rank 3" in str(error)
+    if how == "segfault":
+        assert "Segmentation fault" in error.output and "crash_rank_three" in error.output
+    assert _gone(old_pids)
+    assert _zygote_children(world) >= set(world.pids)
+    assert world.run(all_reduce_ones) == [8.0] * 8
+
+
+def test_failures_do_not_accumulate_processes(world):
+    zygote = psutil.Process(psutil.Process(world.pids[0]).ppid())
+    before = len(zygote.children())
+    for how in ("exit", "sigkill"):
+        with pytest.raises(RankCrashed):
+            world.run(crash_rank_three, how, timeout=60)
+    with pytest.raises(WorldTimeout):
+        world.run(rank_two_skips_the_all_reduce, timeout=HANG_DEADLINE)
+    world.run(all_reduce_ones)
+    assert len(zygote.children()) == before
+
+
+# --- cleanup ------------------------------------------------------------------------------------
+
+
+def test_close_leaves_no_rank_process():
+    world = World(4)
+    pids = world.pids
+    zygote = psutil.Process(psutil.Process(pids[0]).ppid())
+    world.close()
+    assert _gone(pids)
+    assert not set(pids) & {child.pid for child in zygote.children()}
+
+
+def test_forgotten_world_is_cleaned_up_by_garbage_collection():
+    world = World(2)
+    pids = world.pids
+    del world
+    gc.collect()
+    assert _gone(pids)
+
+
+@pytest.mark.slow
+def test_world_left_open_at_exit_leaves_no_process(tmp_path):
+    script = tmp_path / "forget.py"
+    script.write_text(textwrap.dedent("""
+        import simulators
+        world = simulators.World(3)
+        print(" ".join(map(str, world.pids)), flush=True)
+        zygote = __import__("psutil").Process(world.pids[0]).ppid()
+        print(zygote, flush=True)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ranks, zygote = done.stdout.split("\n")[:2]
+    pids = [int(pid) for pid in ranks.split()] + [int(zygote)]
+    deadline = time.monotonic() + 10
+    while not _gone(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pids)
