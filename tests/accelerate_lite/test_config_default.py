@@ -92,6 +92,7 @@ def test_one_gpu_is_not_distributed(tmp_path, monkeypatch):
     assert (config.distributed_type, config.num_processes, config.use_cpu) == (DistributedType.NO, 1, False)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 3-7 s on this machine
 def test_default_location_follows_hf_home(tmp_path):
     # The default is fixed at import, so a fresh interpreter with HF_HOME set is what proves it.
     script = ("from accelerate_lite.commands.config.default import write_basic_config; "
