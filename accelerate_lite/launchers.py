@@ -135,7 +135,9 @@ def _run_rank(function, args, rank: int, world_size: int, workdir: str) -> None:
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size)
         dist.barrier()  # every pair connected before any rank may leave (a quick exit breaks a peer's connect)
         outcome = ("ok", function(*args))
-    except Exception as error:
+    except SystemExit:
+        raise  # its code becomes the rank's exit code
+    except BaseException as error:  # also pytest's skip/fail outcomes and KeyboardInterrupt
         outcome = ("error", type(error).__name__, str(error), traceback.format_exc())
     succeeded = _write_outcome(workdir, rank, outcome)
     if succeeded and dist.is_initialized():

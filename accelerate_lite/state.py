@@ -390,22 +390,21 @@ def _init_process_group(hardware: Hardware, launch: LaunchEnvironment, deepspeed
 
 def _fill_rendezvous_environment(launch: LaunchEnvironment, backend: str) -> None:
     """Export what env:// rendezvous reads, where an MPI launcher did not set it (as upstream)."""
+    if not os.environ.get("MASTER_ADDR") and launch.local_world_size != launch.world_size and backend != "mpi":
+        raise ValueError(
+            f"a multi-node run ({launch.world_size} processes, {launch.local_world_size} on this node) "
+            f"needs MASTER_ADDR: export rank 0's hostname as MASTER_ADDR"
+        )
     for key, value in (
         ("RANK", launch.rank),
         ("WORLD_SIZE", launch.world_size),
         ("LOCAL_RANK", launch.local_rank_of(launch.rank)),
         ("LOCAL_WORLD_SIZE", launch.local_world_size),
+        ("MASTER_ADDR", "127.0.0.1"),  # one node: rank 0 is here
+        ("MASTER_PORT", DEFAULT_MASTER_PORT),
     ):
-        os.environ.setdefault(key, str(value))
-    if not os.environ.get("MASTER_PORT"):
-        os.environ["MASTER_PORT"] = DEFAULT_MASTER_PORT
-    if not os.environ.get("MASTER_ADDR"):
-        if launch.local_world_size != launch.world_size and backend != "mpi":
-            raise ValueError(
-                f"a multi-node run ({launch.world_size} processes, {launch.local_world_size} on this node) "
-                f"needs MASTER_ADDR: export rank 0's hostname as MASTER_ADDR"
-            )
-        os.environ["MASTER_ADDR"] = "127.0.0.1"
+        if not os.environ.get(key):
+            os.environ[key] = str(value)
 
 
 def _share_cpu_threads(local_world_size: int) -> None:

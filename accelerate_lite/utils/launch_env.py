@@ -3,7 +3,8 @@
 Hardware differences are data: `HARDWARE` maps a device kind to the distributed type, the
 torch.distributed backends and the device placement it implies; `detect_hardware()` asks torch at
 call time which kind is present, so patching torch's entry points changes the answer.
-`LaunchEnvironment` reads the variables torchrun, `accelerate launch` and MPI launchers set.
+`LaunchEnvironment` reads the variables torchrun, `accelerate launch` and MPI launchers set. XLA is
+detected as upstream 0.27.2 does, by torch_xla answering `xla_device()` (PJRT_DEVICE picks its device).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import torch
 import torch.distributed as dist
 
 from .enums import DistributedType
-from .imports import is_ccl_available, is_mps_available, is_npu_available, is_tpu_available, is_xpu_available
+from .imports import (
+    is_ccl_available,
+    is_mps_available,
+    is_npu_available,
+    is_tpu_available,
+    is_xpu_available,
+)
 
 # Launcher environment variables, in the order upstream reads them (torchrun's first).
 RANK_KEYS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
@@ -28,6 +35,7 @@ LOCAL_WORLD_SIZE_KEYS = (
     "MV2_COMM_WORLD_LOCAL_SIZE",
 )
 DEFAULT_MASTER_PORT = "29500"  # torchrun's default, used only when a launcher set none
+
 
 @dataclasses.dataclass(frozen=True)
 class Hardware:

@@ -15,7 +15,12 @@ import torch.distributed as dist
 
 from accelerate_lite import PartialState
 from accelerate_lite.utils import clear_import_caches
-from accelerate_lite.utils.launch_env import LOCAL_RANK_KEYS, LOCAL_WORLD_SIZE_KEYS, RANK_KEYS, WORLD_SIZE_KEYS
+from accelerate_lite.utils.launch_env import (
+    LOCAL_RANK_KEYS,
+    LOCAL_WORLD_SIZE_KEYS,
+    RANK_KEYS,
+    WORLD_SIZE_KEYS,
+)
 
 LAUNCH_KEYS = RANK_KEYS + WORLD_SIZE_KEYS + LOCAL_RANK_KEYS + LOCAL_WORLD_SIZE_KEYS + (
     "MASTER_ADDR",

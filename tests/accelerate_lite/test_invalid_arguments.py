@@ -6,6 +6,7 @@ One row per case; the id reads like the call. (The dataclasses' table lives in t
 import importlib.metadata
 
 import pytest
+from launch_worlds import fresh_state  # noqa: F401 (fixture)
 
 from accelerate_lite import PartialState, debug_launcher, find_executable_batch_size
 from accelerate_lite.utils import (
@@ -18,7 +19,6 @@ from accelerate_lite.utils import (
     synchronize_rng_state,
 )
 from accelerate_lite.utils.launch_env import Hardware, choose_backend
-from launch_worlds import fresh_state
 
 pytestmark = pytest.mark.usefixtures("fresh_state")
 

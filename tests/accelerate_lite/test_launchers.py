@@ -135,3 +135,14 @@ def test_state_of_the_caller_is_untouched():
     before = PartialState()
     debug_launcher(_report, num_processes=2)
     assert before.distributed_type == DistributedType.NO and not dist.is_initialized()
+
+
+def _skip_on_rank_one():
+    if PartialState().process_index == 1:
+        pytest.skip("not on this rank")
+    PartialState().wait_for_everyone()
+
+
+def test_base_exceptions_such_as_pytest_outcomes_are_reported_as_failures():
+    with pytest.raises(LaunchError, match="rank 1 of 2 raised Skipped: not on this rank"):
+        debug_launcher(_skip_on_rank_one)

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from accelerate_lite import find_executable_batch_size
-from accelerate_lite.utils import clear_device_cache, clear_import_caches, release_memory
-from accelerate_lite.utils.memory import OUT_OF_MEMORY_MESSAGES, should_reduce_batch_size
+from accelerate_lite.utils import (
+    clear_device_cache,
+    clear_import_caches,
+    release_memory,
+)
+from accelerate_lite.utils.memory import (
+    OUT_OF_MEMORY_MESSAGES,
+    should_reduce_batch_size,
+)
 
 
 def fits_at_most(limit, error_factory, tried):

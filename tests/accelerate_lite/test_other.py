@@ -6,13 +6,13 @@ from types import MethodType
 
 import pytest
 import torch
+from launch_worlds import fresh_state, run_ranks_each, torchrun_environments  # noqa: F401 (fixture)
 from safetensors.torch import load_file, safe_open
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.nn.parallel import DistributedDataParallel
 
 from accelerate_lite import PartialState, debug_launcher
 from accelerate_lite.utils import extract_model_from_parallel, save, wait_for_everyone
-from launch_worlds import fresh_state, run_ranks_each, torchrun_environments
 
 pytestmark = pytest.mark.usefixtures("fresh_state")
 

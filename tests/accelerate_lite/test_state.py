@@ -7,11 +7,27 @@ import types
 import pytest
 import torch
 import torch.distributed as dist
+from launch_worlds import (  # noqa: F401 (fixture)
+    free_port,
+    fresh_state,
+    run_ranks,
+    run_ranks_each,
+    torchrun_environments,
+)
 
 from accelerate_lite import PartialState, debug_launcher
-from accelerate_lite.utils import DistributedType, clear_environment, clear_import_caches, patch_environment
-from accelerate_lite.utils.launch_env import HARDWARE, LaunchEnvironment, choose_backend, detect_hardware
-from launch_worlds import fresh_state, free_port, run_ranks, run_ranks_each, torchrun_environments
+from accelerate_lite.utils import (
+    DistributedType,
+    clear_environment,
+    clear_import_caches,
+    patch_environment,
+)
+from accelerate_lite.utils.launch_env import (
+    HARDWARE,
+    LaunchEnvironment,
+    choose_backend,
+    detect_hardware,
+)
 
 pytestmark = pytest.mark.usefixtures("fresh_state")
 
