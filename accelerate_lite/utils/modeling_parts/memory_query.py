@@ -73,7 +73,13 @@ def _parse_device(device) -> tuple[str, int | None]:
         raise TypeError(f"get_device_free_memory(): expected a device, got {device!r} (bool)")
     if isinstance(device, int):
         return get_accelerator_kind() or "cuda", device
-    parsed = torch.device(device)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"get_device_free_memory(): {device!r} is not a device; expected an accelerator index, 'cuda:N', "
+            "'npu:N', 'xpu:N', 'mps' or 'cpu'"
+        ) from None
     return parsed.type, parsed.index
 
 
