@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable
@@ -25,7 +26,7 @@ import torch.distributed as dist
 
 from .utils.enums import DistributedType
 from .utils.environment import parse_flag_from_env
-from .utils.imports import is_deepspeed_available
+from .utils.imports import is_deepspeed_available, is_module_importable
 from .utils.launch_env import (
     DEFAULT_MASTER_PORT,
     LOCAL_WORLD_SIZE_KEYS,
@@ -57,6 +58,26 @@ def _do_nothing(*args, **kwargs):
     return None
 
 
+class ThreadLocalSharedDict(threading.local):
+    """A class attribute holding one dict per thread (as upstream, for PJRT's one thread per XLA device).
+
+    Reading it from the class or an instance gives the calling thread's dict; clear it in place.
+    """
+
+    def __init__(self):
+        self._storage = {}
+
+    def __get__(self, obj, objtype=None):
+        return self._storage
+
+    def __set__(self, obj, value):
+        self._storage = value
+
+
+# With torch_xla installed, replicas may be threads of one process: each needs its own state.
+SharedDict = ThreadLocalSharedDict if is_module_importable("torch_xla") else dict
+
+
 class PartialState:
     """Shared information about this process's place in the world (a Borg: all instances share it).
 
@@ -82,7 +103,7 @@ class PartialState:
         (<DistributedType.NO: 'NO'>, 1)
     """
 
-    _shared_state: dict = {}
+    _shared_state = SharedDict()
 
     def __init__(self, cpu: bool = False, **kwargs):
         self.__dict__ = self._shared_state

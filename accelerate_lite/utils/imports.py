@@ -44,7 +44,8 @@ def clear_import_caches() -> None:
         check.cache_clear()
 
 
-def _is_module_importable(name: str) -> bool:
+def is_module_importable(name: str) -> bool:
+    """Whether `import name` would find a module (one already in sys.modules counts, even put there by hand)."""
     # A module already in sys.modules counts (also one put there by hand, which find_spec rejects).
     if name in sys.modules:
         return sys.modules[name] is not None
@@ -57,7 +58,7 @@ def _is_module_importable(name: str) -> bool:
 @_cached
 def _is_package_available(module_name: str, *distribution_names: str) -> bool:
     """Whether module_name imports and belongs to an installed distribution (not a stray folder)."""
-    if not _is_module_importable(module_name):
+    if not is_module_importable(module_name):
         return False
     if module_name in sys.modules:
         return True
@@ -145,7 +146,7 @@ def is_rich_available() -> bool:
 
 def is_megatron_lm_available() -> bool:
     """Whether Megatron-LM (>= 2.2.0) is installed and enabled with ACCELERATE_USE_MEGATRON_LM."""
-    if not parse_flag_from_env("ACCELERATE_USE_MEGATRON_LM", False) or not _is_module_importable("megatron"):
+    if not parse_flag_from_env("ACCELERATE_USE_MEGATRON_LM", False) or not is_module_importable("megatron"):
         return False
     found = _installed_version("megatron", "megatron-lm", "megatron_core")
     return found is not None and compare_versions(_parse(str(found)), ">=", "2.2.0")
@@ -158,7 +159,7 @@ def is_torch_distributed_available() -> bool:
 
 def is_ccl_available() -> bool:
     """Whether Intel's oneCCL bindings for PyTorch are installed."""
-    return _is_module_importable("torch_ccl") or _is_module_importable("oneccl_bindings_for_pytorch")
+    return is_module_importable("torch_ccl") or is_module_importable("oneccl_bindings_for_pytorch")
 
 
 def get_ccl_version() -> str:
@@ -186,7 +187,7 @@ def is_mps_available() -> bool:
 
 @_cached
 def _import_torch_xla() -> bool:
-    if not _is_module_importable("torch_xla"):
+    if not is_module_importable("torch_xla"):
         return False
     try:
         importlib.import_module("torch_xla.core.xla_model")
@@ -241,7 +242,7 @@ def is_tpu_available(check_device: bool = True) -> bool:
 
 def is_ipex_available() -> bool:
     """Whether intel_extension_for_pytorch is installed in the version matching torch (major.minor)."""
-    if not _is_module_importable("intel_extension_for_pytorch"):
+    if not is_module_importable("intel_extension_for_pytorch"):
         return False
     ipex_version = _installed_version("intel_extension_for_pytorch")
     if ipex_version is None:
@@ -260,7 +261,7 @@ def is_ipex_available() -> bool:
 @_cached
 def is_npu_available(check_device: bool = False) -> bool:
     """Whether an Ascend NPU is usable: torch_npu (or an already registered `torch.npu`) reports one."""
-    if _is_module_importable("torch_npu"):
+    if is_module_importable("torch_npu"):
         importlib.import_module("torch_npu")
     npu = getattr(torch, "npu", None)
     if npu is None:

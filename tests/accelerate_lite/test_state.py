@@ -355,3 +355,20 @@ def test_split_between_processes_refuses_what_it_cannot_split():
     assert results[0] == results[1] and len(results[0]) == 2
     assert results[0][0].startswith("ValueError") and "{'a': 1, 'b': 2}" in results[0][0]
     assert results[0][1].startswith("TypeError") and "got int" in results[0][1]
+
+
+def test_thread_local_shared_dict_gives_each_thread_its_own_state():
+    """With torch_xla installed (PJRT may run one replica per thread) the state is kept per thread."""
+    import threading
+
+    from accelerate_lite.state import ThreadLocalSharedDict
+
+    class Borg:
+        shared = ThreadLocalSharedDict()
+
+    Borg.shared["rank"] = 0
+    seen = []
+    worker = threading.Thread(target=lambda: (seen.append(dict(Borg().shared)), Borg.shared.update(rank=1)))
+    worker.start()
+    worker.join()
+    assert seen == [{}] and Borg.shared == {"rank": 0}
