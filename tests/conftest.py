@@ -1,0 +1,24 @@
+"""Project-wide fixtures for the test suite.
+
+`worlds` hands out persistent simulated worlds from the harness's per-process pool, so tests that
+drive `simulators.World` directly share the one world the session keeps alive (the harness routes
+every test using this fixture to the single world worker under `pytest -n 8`).
+"""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def worlds(pytestconfig):
+    """worlds(n, profile=None, backend="gloo") -> a live World of n ranks from the session pool.
+
+    Example:
+        def test_sum(worlds):
+            assert worlds(4).run(my_module_level_fn) == [...]
+    """
+    session = pytestconfig.pluginmanager.get_plugin("harness-world-session")
+
+    def get(n, profile=None, backend="gloo"):
+        return session.pool.get((n, profile, backend))
+
+    return get
