@@ -102,7 +102,7 @@ register_preset(Preset(
     "base settings every preset inherits",
     slices=(),
     examples=8,
-    world_timeout=60.0,
+    world_timeout=120.0,
 ))
 
 register_preset(Preset(

@@ -209,6 +209,10 @@ class LocalRunner:
         size, hardware, backend = group.key
         try:
             world = self.world_factory(size, hardware, backend)
+            from ..suite.entry import warm_up
+
+            # First imports in 8 ranks on a busy 2-core box take long: give them their own deadline.
+            world.run(warm_up, timeout=max(300.0, self.settings.world_timeout))
         except Exception as exc:  # the world never started: every cell of the group is an error
             for cell in group.cells:
                 failure = _failure_from_world_error(exc, cell.id, self.settings)

@@ -39,6 +39,21 @@ def resolve_function(reference: tuple[str, str, str]):
     return getattr(module, name)
 
 
+def warm_up() -> float:
+    """Import what every cell needs (torch.distributed, hypothesis, the library, the suite) once per
+    rank, so the first cell's time is the cell's and not the imports'. Returns the seconds it took."""
+    started = time.perf_counter()
+    import accelerate_lite.utils  # noqa: F401
+    from accelerate_lite import PartialState
+
+    from . import PROPERTIES  # noqa: F401 - imports hypothesis and the properties
+
+    PartialState._reset_state()
+    PartialState()
+    PartialState._reset_state()
+    return time.perf_counter() - started
+
+
 def run_cell(cell_id: str, examples: int, seed: int, notes_dir: str | None = None,
              setup: tuple[str, str, str] | None = None) -> dict:
     """Run one cell on this rank and return the outcome every rank agreed on.
