@@ -145,6 +145,7 @@ def _run_rank(function, args, rank: int, world_size: int, workdir: str) -> None:
     if not succeeded:
         sys.stdout.flush()
         sys.stderr.flush()
+        _kill_descendants(os.getpid())  # os._exit skips the cleanup that would end them
         os._exit(1)  # skip interpreter teardown: peers may be blocked in a collective with us
 
 
@@ -180,21 +181,25 @@ def _wait_for_ranks(ranks, deadline):
 
 def _stop(ranks) -> None:
     """Terminate every rank still running (and its children), then reap them all."""
-    import psutil
-
     for process in ranks:
         if process.is_alive():
-            try:
-                for child in psutil.Process(process.pid).children(recursive=True):
-                    child.kill()
-            except psutil.Error:
-                pass
+            _kill_descendants(process.pid)
             process.terminate()
     for process in ranks:
         process.join(_GRACE_SECONDS)
         if process.is_alive():
             process.kill()
             process.join()
+
+
+def _kill_descendants(pid: int) -> None:
+    import psutil
+
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            child.kill()
+    except psutil.Error:
+        pass
 
 
 def _collect(ranks, workdir: str, first_failure):

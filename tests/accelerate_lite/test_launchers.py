@@ -146,3 +146,27 @@ def _skip_on_rank_one():
 def test_base_exceptions_such_as_pytest_outcomes_are_reported_as_failures():
     with pytest.raises(LaunchError, match="rank 1 of 2 raised Skipped: not on this rank"):
         debug_launcher(_skip_on_rank_one)
+
+
+def _fail_after_starting_a_child():
+    import subprocess
+    import sys
+
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    raise RuntimeError("failing with a child running")
+
+
+def test_children_of_a_failing_rank_do_not_outlive_it():
+    before = {p.pid for p in psutil.process_iter() if "time.sleep(600)" in " ".join(_cmdline(p))}
+    with pytest.raises(LaunchError, match="failing with a child running"):
+        debug_launcher(_fail_after_starting_a_child, num_processes=2)
+    time.sleep(0.5)  # a killed process may take a moment to leave the process table
+    after = {p.pid for p in psutil.process_iter() if "time.sleep(600)" in " ".join(_cmdline(p))}
+    assert after <= before
+
+
+def _cmdline(process):
+    try:
+        return process.cmdline() if process.status() != psutil.STATUS_ZOMBIE else []
+    except psutil.Error:
+        return []
