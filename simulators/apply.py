@@ -166,6 +166,10 @@ def _install_npu(patches, host, fake_tensors):
         torch._C._set_multithreading_enabled(False)
     module = types.ModuleType("torch.npu", "simulated torch.npu (simulators.apply_profile)")
     module.__dict__.update(device_functions(host))
+    # What torch's own helpers ask a PrivateUse1 runtime module (autocast, fork_rng, lazy init checks).
+    amp_dtypes = [torch.float16] + ([torch.bfloat16] if host.profile.bf16 else [])
+    module.get_amp_supported_dtype = lambda: list(amp_dtypes)
+    module.is_initialized = lambda: True
     patches.setattr(torch, "npu", module)
     patches.set_module("torch.npu", module)
 

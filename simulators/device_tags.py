@@ -1,7 +1,8 @@
 """Device tags: CPU tensors that report a simulated cuda/xpu/xla device, for kinds torch won't fake.
 
 torch refuses to rename PrivateUse1 to an in-tree name ("cuda", "xpu", "xla"), so for those kinds a
-``TorchFunctionMode`` keeps real CPU tensors and remembers a *tag* (the simulated device) per tensor:
+``TorchFunctionMode`` keeps real CPU tensors and gives each placed tensor a *tag* (the simulated device,
+kept in a tensor attribute with the mode's token, so deepcopy keeps it and a later mode ignores it):
 
 - placing: factories with ``device="cuda:3"``, ``.to("cuda:3")``/``.to(other)``/``.cuda()``/``.xpu()``,
   ``Module.to(device)`` run on the CPU and tag their results; ``.cpu()``/``.to("cpu")`` copy and untag;
@@ -17,15 +18,18 @@ thread that entered ``apply_profile(..., device_tags=True)`` only.
 """
 
 import contextlib
+import itertools
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten, tree_map
-from torch.utils.weak import WeakIdKeyDictionary
 
-__all__ = ["DeviceTagMode", "tag_devices", "tag_of"]
+from .fake_device import iter_leaves, fast_map
+
+__all__ = ["DeviceTagMode", "tag_devices"]
 
 _CPU = torch.device("cpu")
+_TAG = "_simulated_device"  # attribute holding (mode token, device) on a tagged tensor
+_tokens = itertools.count()
 _GETTERS = {
     torch.Tensor.device.__get__: "device",
     torch.Tensor.is_cuda.__get__: "is_cuda",
@@ -49,11 +53,21 @@ class DeviceTagMode(TorchFunctionMode):
         super().__init__()
         self.host = host
         self.kind = host.profile.kind
-        self.tags = WeakIdKeyDictionary()
+        self.token = f"{id(self)}-{next(_tokens)}"  # tags of an earlier mode (stale attributes) do not count
 
     # -- helpers ---------------------------------------------------------------------------------
+    def tag_of(self, tensor):
+        """The simulated device tensor is tagged with by this mode, or None."""
+        tag = getattr(tensor, _TAG, None)
+        return tag[1] if tag is not None and tag[0] == self.token else None
+
+    def untag(self, tensor):
+        if getattr(tensor, _TAG, None) is not None:
+            delattr(tensor, _TAG)
+
     def device_of(self, tensor):
-        return self.tags.get(tensor, _CPU)
+        tag = self.tag_of(tensor)
+        return tensor.device if tag is None else tag  # the mode is off inside its handler: the real device
 
     def _requested(self, device):
         """The simulated device a device argument names, CPU for "cpu", None if it is not a device."""
@@ -70,12 +84,14 @@ class DeviceTagMode(TorchFunctionMode):
         if device is None or device.type != self.kind:
             return value
 
+        tag = (self.token, device)
+
         def tag_one(item):
-            if isinstance(item, torch.Tensor) and item not in self.tags:
-                self.tags[item] = device
+            if isinstance(item, torch.Tensor) and self.tag_of(item) is None:
+                setattr(item, _TAG, tag)
             return item
 
-        return tree_map(tag_one, value)
+        return fast_map(tag_one, value)
 
     # -- the mode ----------------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -113,10 +129,8 @@ class DeviceTagMode(TorchFunctionMode):
         return self._tag(value, device) if isinstance(value, torch.Tensor) else value
 
     def _retag(self, tensor, source):
-        self.tags.pop(tensor, None)
-        device = self.device_of(source)
-        if device.type == self.kind:
-            self.tags[tensor] = device
+        self.untag(tensor)
+        self._tag(tensor, self.tag_of(source))
 
     def _factory(self, func, args, kwargs):
         device = self._requested(kwargs["device"])
@@ -149,7 +163,7 @@ class DeviceTagMode(TorchFunctionMode):
             return self._tag(result, target)  # same device: to() may return the tensor itself, as on the card
         if result is tensor:
             result = tensor.clone()  # a move copies, so the original keeps its own device
-        self.tags.pop(result, None)
+        self.untag(result)
         return self._tag(result, target)
 
     def _to_target(self, rest, kwargs, source):
@@ -170,11 +184,10 @@ class DeviceTagMode(TorchFunctionMode):
         return source
 
     def _common_device(self, func, args, kwargs):
-        tensors = [value for value in tree_flatten((args, kwargs))[0] if isinstance(value, torch.Tensor)]
-        tagged = [self.tags[t] for t in tensors if t in self.tags]
-        if not tagged:
+        tensors = [value for value in iter_leaves((args, kwargs)) if isinstance(value, torch.Tensor)]
+        device = next((tag for tag in map(self.tag_of, tensors) if tag is not None), None)
+        if device is None:
             return None
-        device = tagged[0]
         for tensor in tensors:
             other = self.device_of(tensor)
             if other == device or (other.type == "cpu" and tensor.dim() == 0):
@@ -187,22 +200,35 @@ class DeviceTagMode(TorchFunctionMode):
         return device
 
 
-def tag_of(tensor):
-    """The simulated device a tensor is tagged with under the active DeviceTagMode (its real device otherwise)."""
-    return tensor.device
-
-
 @contextlib.contextmanager
 def tag_devices(host):
-    """Enter a :class:`DeviceTagMode` for host's device kind (cuda, xpu or xla) in this thread.
+    """Enter a :class:`DeviceTagMode` for host's device kind (cuda, xpu, xla or mps) in this thread.
+
+    ``nn.Parameter(tensor)`` is built in C++ out of the mode's sight, so ``Parameter.__new__`` is
+    wrapped meanwhile to carry the tag of its data over (restored on exit).
 
     Raises:
-        ValueError: for a profile kind that has no simulated device to tag (cpu, mps; npu has real fakes).
+        ValueError: for a profile kind that has no simulated device to tag (cpu; npu has real fakes).
     """
     if host.profile.kind not in ("cuda", "xpu", "xla", "mps"):
         raise ValueError(
             f"device_tags=True: profile {host.profile.name!r} is {host.profile.kind!r}; tags exist for cuda, xpu, "
             "xla and mps (npu tensors are real fake-device tensors already)"
         )
-    with DeviceTagMode(host) as mode:
-        yield mode
+    parameter = torch.nn.Parameter
+    original = parameter.__dict__["__new__"]
+    plain_new = original.__func__ if isinstance(original, staticmethod) else original
+
+    def new_parameter(cls, data=None, requires_grad=True):
+        result = plain_new(cls, data, requires_grad)
+        tag = getattr(data, _TAG, None)
+        if tag is not None and result is not data:
+            setattr(result, _TAG, tag)
+        return result
+
+    parameter.__new__ = new_parameter
+    try:
+        with DeviceTagMode(host) as mode:
+            yield mode
+    finally:
+        parameter.__new__ = original

@@ -24,6 +24,7 @@ __all__ = ["FakeDeviceTensor", "install_fake_backend", "fake_backend_name", "unw
 _install_lock = threading.Lock()
 _installed = None  # the backend name once installed in this process
 _library = None  # keeps the torch.library registrations alive
+_CPU = torch.device("cpu")
 
 # Ops that legitimately mix devices (they are how data moves between devices).
 _CROSS_DEVICE_OPS = {
@@ -40,7 +41,7 @@ class FakeDeviceTensor(torch.Tensor):
 
     elem: torch.Tensor
 
-    __slots__ = ("elem",)
+    __slots__ = ("elem", "fake_device")
 
     @staticmethod
     def __new__(cls, elem, device):
@@ -57,6 +58,7 @@ class FakeDeviceTensor(torch.Tensor):
             requires_grad=elem.requires_grad,
         )
         wrapper.elem = elem.detach() if elem.requires_grad else elem
+        wrapper.fake_device = torch.device(device)
         return wrapper
 
     def __repr__(self, *, tensor_contents=None):
@@ -79,61 +81,76 @@ class FakeDeviceTensor(torch.Tensor):
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func._schema.name
-        device = _common_device(name, args, kwargs)
+        device = _common_device(name, list(iter_leaves((args, kwargs))))
         inputs = {}
 
         def unwrap_one(value):
-            if isinstance(value, FakeDeviceTensor):
+            if type(value) is FakeDeviceTensor:
                 inputs[id(value.elem)] = value
                 return value.elem
-            if isinstance(value, torch.device) and value.type == _installed:
-                return torch.device("cpu")
+            if type(value) is torch.device and value.type == _installed:
+                return _CPU
             return value
 
-        cpu_args = tree_map(unwrap_one, args)
-        cpu_kwargs = tree_map(unwrap_one, kwargs)
-        target = _target_device(name, kwargs, device)
-        out = func(*cpu_args, **cpu_kwargs)
+        target = _target_device(kwargs, device)
+        out = func(*fast_map(unwrap_one, args), **fast_map(unwrap_one, kwargs))
         if target is None:
             return out
-
-        def wrap_one(value):
-            if isinstance(value, torch.Tensor) and not isinstance(value, FakeDeviceTensor):
-                original = inputs.get(id(value))
-                if original is not None and original.device == target:
-                    return original  # in-place ops and views of self return the same object
-                if value.device.type == "cpu":
-                    return FakeDeviceTensor(value, target)
-            return value
-
-        return tree_map(wrap_one, out)
+        return fast_map(lambda value: _wrap(value, target, inputs), out)
 
 
-def _devices_of(args, kwargs):
-    found = []
+def fast_map(function, tree):
+    """tree_map for the containers ops take and return (tuple, list, dict), with a pytree fallback."""
+    kind = type(tree)
+    if kind is tuple or kind is list:
+        return kind([fast_map(function, item) for item in tree])
+    if kind is dict:
+        return {key: fast_map(function, value) for key, value in tree.items()}
+    if isinstance(tree, tuple):  # torch.return_types, namedtuples
+        return tree_map(function, tree)
+    return function(tree)
 
-    def visit(value):
-        if isinstance(value, torch.Tensor):
-            found.append(value)
-        return value
 
-    tree_map(visit, (args, kwargs))
-    return found
+def iter_leaves(tree):
+    """Yield the non-container values of nested tuples, lists and dicts."""
+    kind = type(tree)
+    if kind is tuple or kind is list:
+        for item in tree:
+            yield from iter_leaves(item)
+    elif kind is dict:
+        for value in tree.values():
+            yield from iter_leaves(value)
+    else:
+        yield tree
 
 
-def _common_device(name, args, kwargs):
+def _wrap(value, target, inputs):
+    if isinstance(value, torch.Tensor) and type(value) is not FakeDeviceTensor:
+        original = inputs.get(id(value))
+        if original is not None and original.fake_device == target:
+            return original  # in-place ops (and out=) return the very object that came in
+        if value.device.type == "cpu":
+            return FakeDeviceTensor(value, target)
+    return value
+
+
+def _common_device(name, flat):
     """Return the one fake device of the op's tensors, raising as real kernels do on a mix."""
-    tensors = _devices_of(args, kwargs)
-    fake = [t.device for t in tensors if isinstance(t, FakeDeviceTensor)]
-    device = fake[0] if fake else None
+    device = None
+    for value in flat:
+        if type(value) is FakeDeviceTensor:
+            device = value.fake_device
+            break
     if name in _CROSS_DEVICE_OPS:
         return device
-    for tensor in tensors:
-        other = tensor.device
+    for value in flat:
+        if not isinstance(value, torch.Tensor):
+            continue
+        other = value.fake_device if type(value) is FakeDeviceTensor else value.device
         if other == device:
             continue
         # CPU scalars (0-dim) mix freely with device tensors, as on CUDA.
-        if other.type == "cpu" and tensor.dim() == 0:
+        if other.type == "cpu" and value.dim() == 0:
             continue
         raise RuntimeError(
             "Expected all tensors to be on the same device, but found at least two devices, "
@@ -142,7 +159,7 @@ def _common_device(name, args, kwargs):
     return device
 
 
-def _target_device(name, kwargs, device):
+def _target_device(kwargs, device):
     """Where the op's results live: the device kwarg of a copy/factory, else the inputs' device."""
     requested = kwargs.get("device")
     if requested is not None:
@@ -166,34 +183,6 @@ def is_fake_tensor(tensor) -> bool:
 def fake_backend_name():
     """Return the name PrivateUse1 got in this process by :func:`install_fake_backend`, or None."""
     return _installed
-
-
-class _BackendModule:
-    """The minimal ``torch.<name>`` runtime module torch's own helpers look up before apply_profile."""
-
-    @staticmethod
-    def is_available():
-        return True
-
-    @staticmethod
-    def is_initialized():
-        return True
-
-    @staticmethod
-    def current_device():
-        return 0
-
-    @staticmethod
-    def device_count():
-        return 1
-
-    @staticmethod
-    def _is_in_bad_fork():
-        return False
-
-    @staticmethod
-    def manual_seed_all(seed):
-        return None
 
 
 def _device_of(device):
@@ -263,6 +252,9 @@ def install_fake_backend(name="npu"):
         library.impl("empty.memory_format", _empty_memory_format, "PrivateUse1")
         library.impl("empty_strided", _empty_strided, "PrivateUse1")
         library.impl("_copy_from", _copy_from, "PrivateUse1")
-        _library = library
+        # torch registers no autocast rules for PrivateUse1: let autocast("npu") pass through (no casting).
+        fallbacks = torch.library.Library("_", "IMPL")
+        fallbacks.fallback(torch.library.fallthrough_kernel, "AutocastPrivateUse1")
+        _library = (library, fallbacks)
         _installed = name
         return name

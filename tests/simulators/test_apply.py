@@ -38,6 +38,7 @@ def snapshot():
             for module in WATCHED_MODULES
             for name, value in vars(importlib.import_module(module)).items()
         },
+        "parameter_new": id(torch.nn.Parameter.__dict__["__new__"]),
         "modules": set(sys.modules),
         "meta_path": list(sys.meta_path),
         "answers": {name: getattr(imports, name)() for name in CHECKS},
@@ -50,7 +51,7 @@ def snapshot():
 def warmed_up():
     # First use imports modules for good (torch internals, the fake npu backend); later uses must add nothing.
     for name in PROFILES:
-        with apply_profile(name):
+        with apply_profile(name, device_tags=get_profile(name).kind in ("cuda", "xpu", "xla", "mps")):
             availability()
 
 
@@ -61,7 +62,8 @@ def test_every_profile_restores_the_process_exactly():
     before["environ"]["CUDA_VISIBLE_DEVICES"] = "0"
     try:
         for name in PROFILES:
-            with apply_profile(name, local_rank=0, world_size=1, launcher_env=True):
+            tags = get_profile(name).kind in ("cuda", "xpu", "xla", "mps")
+            with apply_profile(name, local_rank=0, world_size=1, launcher_env=True, device_tags=tags):
                 assert "CUDA_VISIBLE_DEVICES" not in os.environ
                 os.environ["SET_INSIDE"] = "1"
                 availability()

@@ -62,6 +62,25 @@ def test_training_step_on_a_device_above_zero(npu):
     assert model.weight.grad.device == torch.device("npu", 3) and model.weight.device == torch.device("npu", 3)
 
 
+def test_autocast_on_npu_runs_but_does_not_cast(npu):
+    # torch has no autocast rules for PrivateUse1; the simulation lets autocast("npu") through unchanged.
+    a = torch.ones(2, 2, device="npu:3")
+    with torch.autocast("npu", dtype=torch.float16):
+        product = a @ a
+    assert product.device == npu.device and product.dtype == torch.float32
+
+
+def test_copies_between_devices_and_deepcopy(npu):
+    source = torch.arange(3.0, device="npu:1")
+    target = torch.zeros(3, device="npu:3")
+    target.copy_(source)  # copies move data between devices, as on the card
+    assert target.device.index == 3 and target.tolist() == [0.0, 1.0, 2.0]
+    import copy
+
+    model = copy.deepcopy(torch.nn.Linear(2, 2).to("npu:3"))
+    assert model.weight.device == npu.device
+
+
 def test_numpy_needs_cpu_first_as_on_the_card(npu):
     with pytest.raises(TypeError, match="cpu"):
         torch.ones(2, device="npu:3").numpy()
@@ -115,6 +134,14 @@ def test_tags_follow_a_module_through_training(cuda):
     model(torch.randn(4, 2, device=cuda.device)).sum().backward()
     optimizer.step()
     assert model.weight.grad.device == cuda.device and model.weight.device == cuda.device
+
+
+def test_tags_survive_deepcopy(cuda):
+    import copy
+
+    model = copy.deepcopy(torch.nn.Linear(2, 2).to(cuda.device))
+    assert model.weight.device == cuda.device
+    assert torch.nn.Parameter(torch.zeros(2, device=cuda.device)).device == cuda.device
 
 
 def test_tags_end_with_the_profile():
