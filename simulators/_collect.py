@@ -153,8 +153,7 @@ class _Collector:
         return all(rank in current for rank in self.pending)
 
     def _rebuild(self) -> None:
-        self.res.kill(self.inc)
-        self.world._spawn()
+        self.world._rebuild()
 
     def _emit_output(self) -> None:
         for rank in range(self.size):

@@ -55,13 +55,21 @@ def _torch_switches() -> dict:
     }
 
 
+_SWITCH_SETTERS = {
+    "default_dtype": torch.set_default_dtype,
+    "grad_enabled": torch.set_grad_enabled,
+    "num_threads": torch.set_num_threads,
+    "deterministic": torch.use_deterministic_algorithms,  # imports torch._inductor: only when changed
+    "matmul_precision": torch.set_float32_matmul_precision,
+    "anomaly": torch.set_anomaly_enabled,
+}
+
+
 def _set_torch_switches(values: dict) -> None:
-    torch.set_default_dtype(values["default_dtype"])
-    torch.set_grad_enabled(values["grad_enabled"])
-    torch.set_num_threads(values["num_threads"])
-    torch.use_deterministic_algorithms(values["deterministic"])
-    torch.set_float32_matmul_precision(values["matmul_precision"])
-    torch.set_anomaly_enabled(values["anomaly"])
+    current = _torch_switches()
+    for key, value in values.items():
+        if current[key] != value:
+            _SWITCH_SETTERS[key](value)
 
 
 def _privateuse1_name() -> str:

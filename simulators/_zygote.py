@@ -9,6 +9,7 @@ exit status. When the controller goes away (EOF) it kills its ranks and exits.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -26,6 +27,9 @@ MAX_PACKET = 1 << 20
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PRELOAD = ("numpy", "accelerate_lite", "accelerate_lite.utils", "accelerate_lite.state", "simulators")
 PRELOAD_ENV = "SIMULATORS_ZYGOTE_PRELOAD"  # extra comma-separated modules, e.g. "pytest"
+# Heavy modules ranks usually import again (test modules, the harness): preloaded when the
+# controller has them loaded already, so the zygote never imports more than its parent did.
+MIRRORED = ("pytest", "_pytest.assertion.rewrite", "hypothesis", "harness", "harness.rankside", "matrix")
 
 
 # --- zygote side ------------------------------------------------------------------------
@@ -47,6 +51,9 @@ def _preload() -> None:
         except Exception as error:  # noqa: BLE001 - a broken optional import only costs speed
             print(f"zygote: preloading {name} failed: {error!r}", file=sys.stderr, flush=True)
     import simulators._rank  # noqa: F401
+
+    gc.collect()
+    gc.freeze()  # keep the collector off the preloaded objects: ranks share those pages instead of copying
 
 
 def _thread_count() -> int:
@@ -178,7 +185,10 @@ class Zygote:
     def __init__(self):
         self.log = tempfile.NamedTemporaryFile(prefix="simulators-zygote-", suffix=".log", delete=False)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**os.environ, **THREAD_ENV, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        mirrored = [name for name in MIRRORED if name in sys.modules]
+        preload = ",".join(filter(None, [os.environ.get(PRELOAD_ENV, ""), *mirrored]))
+        env = {**os.environ, **THREAD_ENV, PRELOAD_ENV: preload,
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "simulators._zygote", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -84,6 +84,7 @@ class _Incarnation:
         self.pgid: Optional[int] = None
         self.ready = False
         self.dead = False
+        self.promoted = False  # was the standby; if it failed to start, a fresh one is tried once
 
 
 class _Resources:
@@ -94,6 +95,7 @@ class _Resources:
         self.tmpdir = tmpdir
         self.store = store
         self.incarnation: Optional[_Incarnation] = None
+        self.standby: Optional[_Incarnation] = None  # ready-to-promote ranks: a rebuild costs one kill
 
     def kill(self, inc: Optional[_Incarnation]) -> None:
         """SIGKILL an incarnation's process group and wait until the zygote reaped every rank."""
@@ -145,7 +147,8 @@ class _Resources:
 
     def close(self) -> None:
         self.kill(self.incarnation)
-        self.incarnation = None
+        self.kill(self.standby)
+        self.incarnation = self.standby = None
         self.store = None
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -178,6 +181,8 @@ class World:
             None for plain CPU.
         backend: torch.distributed backend of the group; only "gloo" works on this machine.
         timeout: default deadline of one call, in seconds.
+        standby: keep a second, idle set of ranks joined in its own group, so that a rebuild after a
+            failure only swaps it in (and forks the next standby in the background).
 
     Raises:
         ValueError, TypeError: for invalid arguments.
@@ -189,7 +194,8 @@ class World:
         [0, 1, 2, 3]
     """
 
-    def __init__(self, size: int, profile: Any = None, backend: str = "gloo", timeout: float = 10.0):
+    def __init__(self, size: int, profile: Any = None, backend: str = "gloo", timeout: float = 10.0, *,
+                 standby: bool = True):
         if isinstance(size, bool) or not isinstance(size, int):
             raise TypeError(f"World(size={size!r}): size must be an int, got {type(size).__name__}")
         if not 1 <= size <= MAX_RANKS:
@@ -199,6 +205,7 @@ class World:
         self.timeout = _check_timeout(timeout, "World(timeout=...)")
         self.size = size
         self.backend = backend
+        self.standby = bool(standby)
         self.profile = _resolve_profile(profile)
         self.world_id = next(_world_ids)
         self._calls = itertools.count(1)
@@ -280,11 +287,10 @@ class World:
         return _Collector(self, inc, call, limit).collect()
 
     def recycle(self) -> None:
-        """Replace the ranks with fresh ones (the next call waits for them)."""
+        """Replace the ranks with fresh ones (the next call waits for them if they are not ready yet)."""
         if self._closed:
             raise WorldClosedError("recycle() on a closed world")
-        self._res.kill(self._res.incarnation)
-        self._spawn()
+        self._rebuild()
 
     def close(self) -> None:
         """Kill the ranks and release the world's store and files; idempotent."""
@@ -307,8 +313,20 @@ class World:
 
     # --- incarnations ------------------------------------------------------------------
 
-    def _spawn(self) -> None:
-        """Ask the zygote for a new incarnation; do not wait for it to be ready."""
+    def _rebuild(self) -> None:
+        """Kill the current ranks (waiting until they are reaped) and promote the standby, or fork anew."""
+        self._res.kill(self._res.incarnation)
+        standby, self._res.standby = self._res.standby, None
+        if standby is not None and not standby.dead:
+            standby.promoted = True
+            self._res.incarnation = standby
+        else:
+            self._spawn()
+        if self.standby:
+            self._spawn(standby=True)
+
+    def _spawn(self, standby: bool = False) -> None:
+        """Ask the zygote for a new incarnation (active, or the standby); do not wait for it."""
         number = next(self._incarnations)
         tmpdir = os.path.join(self._res.tmpdir, f"incarnation{number}")
         os.mkdir(tmpdir)
@@ -327,7 +345,11 @@ class World:
             for _, theirs in pairs:
                 theirs.close()
         conns = [Connection(ours.detach()) for ours, _ in pairs]
-        self._res.incarnation = _Incarnation(number, tmpdir, conns)
+        inc = _Incarnation(number, tmpdir, conns)
+        if standby:
+            self._res.standby = inc
+        else:
+            self._res.incarnation = inc
 
     def _live_incarnation(self) -> _Incarnation:
         if self._closed:
@@ -337,10 +359,22 @@ class World:
         return self._res.incarnation
 
     def _ensure_ready(self) -> _Incarnation:
-        """Wait until every rank of the current incarnation said Ready."""
+        """Wait until every rank of the current incarnation said Ready; keep a standby forking."""
         inc = self._live_incarnation()
-        if inc.ready:
-            return inc
+        if not inc.ready:
+            try:
+                self._await_ready(inc)
+            except WorldStartError:
+                if not inc.promoted:
+                    raise
+                self._spawn()  # the standby broke while idle: one fresh try
+                inc = self._live_incarnation()
+                self._await_ready(inc)
+        if self.standby and self._res.standby is None:
+            self._spawn(standby=True)
+        return inc
+
+    def _await_ready(self, inc: _Incarnation) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         if not self._res.await_spawned(inc, START_TIMEOUT):
             raise self._start_error(inc, "the zygote did not fork the ranks")
@@ -363,7 +397,6 @@ class World:
             if failures:
                 raise self._start_error(inc, "\n".join(failures[r] for r in sorted(failures)))
         inc.ready = True
-        return inc
 
     def _start_error(self, inc: _Incarnation, detail: str) -> WorldStartError:
         outputs = read_outputs(inc.tmpdir, range(self.size), limit=2000)
