@@ -159,7 +159,7 @@ def _broadcast_from_rank_zero(state: torch.Tensor) -> torch.Tensor:
     if process.distributed_type == DistributedType.TPU:
         xm = _xm()
         state = state.to(xm.xla_device())
-        xm.collective_broadcast([state])
+        xm.collective_broadcast([state], pin_layout=False)  # a pinned layout may differ between replicas
         xm.mark_step()
         return state.cpu()
     if process.distributed_type in TORCH_DISTRIBUTED_TYPES and process.num_processes > 1:
