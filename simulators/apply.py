@@ -210,7 +210,7 @@ def _reset_library_caches():
 
 @contextlib.contextmanager
 def apply_profile(profile_or_name, *, local_rank=0, world_size=1, launcher_env=False, fake_tensors=True,
-                  device_tags=False):
+                  device_tags=None):
     """Make this process see the hardware of a profile for the duration of a block, then restore it exactly.
 
     Args:
@@ -220,8 +220,9 @@ def apply_profile(profile_or_name, *, local_rank=0, world_size=1, launcher_env=F
         world_size: processes in the world (torch_xla's ordinals fall back to it without a process group).
         launcher_env: also set RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE (worlds set these themselves).
         fake_tensors: for npu profiles, make ``device="npu:i"`` tensors real (simulators.fake_device).
-        device_tags: for cuda/xpu/xla profiles, report the simulated device on CPU tensors
-            (simulators.device_tags; opt-in, see the README for what it covers).
+        device_tags: for cuda/xpu/xla/mps profiles, report the simulated device on CPU tensors
+            (simulators.device_tags; opt-in, see the README for what it covers); None takes the
+            profile's ``device_tags`` field.
 
     Yields:
         The :class:`~simulators.device_modules.SimulatedHost` (``.profile``, ``.device``, ``.current``).
@@ -237,6 +238,7 @@ def apply_profile(profile_or_name, *, local_rank=0, world_size=1, launcher_env=F
     """
     global _active
     profile = _check_arguments(profile_or_name, local_rank, world_size)
+    device_tags = profile.device_tags if device_tags is None else device_tags
     if not isinstance(fake_tensors, bool) or not isinstance(device_tags, bool) or not isinstance(launcher_env, bool):
         raise ProfileError(
             f"apply_profile({profile.name!r}): launcher_env, fake_tensors and device_tags must be True or False, "

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 KINDS = ("cpu", "cuda", "npu", "xpu", "xla", "mps")
+TAGGED_KINDS = ("cuda", "xpu", "xla", "mps")  # kinds whose tensors can carry device tags (simulators.device_tags)
 
 # What PartialState reports for each kind when more than one process runs (mps ranks compute on the CPU).
 _KIND_TO_DISTRIBUTED_TYPE = {
@@ -91,6 +92,8 @@ class HardwareProfile:
         multi_processor_count: get_device_properties().multi_processor_count.
         env: environment variables the platform's launcher sets for this hardware.
         description: one line for humans.
+        device_tags: apply it with device tags on by default (cuda, xpu, xla, mps; see apply_profile),
+            so a tagged variant can be named where only a profile can be passed (``World(profile=...)``).
 
     Raises:
         ProfileError: when a field has the wrong type or value (the message names the field).
@@ -111,6 +114,7 @@ class HardwareProfile:
     multi_processor_count: int = 0
     env: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)
     description: str = ""
+    device_tags: bool = False
 
     def __post_init__(self):
         _check(isinstance(self.name, str) and self.name.strip() != "", "name", "a non-empty string", self.name)
@@ -122,13 +126,15 @@ class HardwareProfile:
             _check(capability is not None and len(capability) == 2 and all(_is_int(v) and v >= 0 for v in capability),
                    "capability", "(major, minor) of two ints, or None", self.capability, self.name)
             object.__setattr__(self, "capability", capability)
-        for field in ("bf16", "fp16"):
+        for field in ("bf16", "fp16", "device_tags"):
             _check(isinstance(getattr(self, field), bool), field, "True or False", getattr(self, field), self.name)
         _check(_is_int(self.multi_processor_count) and self.multi_processor_count >= 0,
                "multi_processor_count", "an int >= 0", self.multi_processor_count, self.name)
         _check(isinstance(self.env, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()),
                "env", "a mapping of str to str", self.env, self.name)
         _check(isinstance(self.device_name, str), "device_name", "a string", self.device_name, self.name)
+        _check(not self.device_tags or self.kind in TAGGED_KINDS, "device_tags",
+               f"False for kind {self.kind!r} (tags exist for {', '.join(TAGGED_KINDS)})", self.device_tags, self.name)
         object.__setattr__(self, "env", _FrozenEnv(self.env))
         if not self.device_name:
             object.__setattr__(self, "device_name", self.kind)

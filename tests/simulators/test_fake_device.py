@@ -7,7 +7,7 @@ fail under the simulation the way they fail on the card.
 import pytest
 import torch
 
-from simulators import apply_profile
+from simulators import apply_profile, get_profile
 from simulators.fake_device import FakeDeviceTensor, fake_backend_name, install_fake_backend, unwrap
 from simulators.errors import FakeDeviceError
 
@@ -155,3 +155,56 @@ def test_device_tags_refused_for_kinds_without_them():
     with pytest.raises(ValueError, match="tags exist for cuda"):
         with apply_profile("cpu", device_tags=True):
             pass
+
+
+# -- inside worlds (real gloo ranks) --------------------------------------------------------------------
+
+TAGGED_H100 = get_profile("8xH100").replace(name="8xH100-tagged", device_tags=True)
+
+
+def _npu_rank_body():
+    import torch.distributed as dist
+
+    from accelerate_lite.state import PartialState
+
+    state = PartialState()
+    tensor = torch.full((2,), float(state.process_index + 1), device=state.device)
+    dist.all_reduce(tensor)
+    model = torch.nn.Linear(3, 1).to(state.device)
+    model(torch.randn(4, 3, device=state.device)).sum().backward()
+    try:
+        model(torch.randn(4, 3))
+        mixed = None
+    except RuntimeError as error:
+        mixed = str(error)
+    return str(state.device), str(tensor.device), tensor.tolist(), str(model.weight.grad.device), mixed
+
+
+def _ddp_rank_body():
+    import torch.distributed as dist
+
+    from accelerate_lite.state import PartialState
+
+    state = PartialState()
+    model = torch.nn.Linear(3, 1).to(state.device)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[state.local_process_index])
+    ddp(torch.randn(4, 3, device=state.device) * (state.process_index + 1)).sum().backward()
+    grads = [torch.empty_like(model.weight.grad) for _ in range(state.num_processes)]
+    dist.all_gather(grads, model.weight.grad)
+    return str(model.weight.grad.device), all(torch.equal(grads[0], grad) for grad in grads)
+
+
+@pytest.mark.slow
+def test_npu_tensors_in_a_world(worlds):
+    results = worlds(2, "8xAscend910B").run(_npu_rank_body, timeout=120)
+    for rank, (device, tensor_device, values, grad_device, mixed) in enumerate(results):
+        assert device == tensor_device == grad_device == f"npu:{rank}"
+        assert values == [3.0, 3.0]
+        assert mixed is not None and f"npu:{rank} and cpu" in mixed
+
+
+@pytest.mark.slow
+def test_ddp_on_tagged_cuda_in_a_world(worlds):
+    # The profile carries device_tags=True, so a World (which takes only a profile) applies it tagged.
+    results = worlds(2, TAGGED_H100).run(_ddp_rank_body, timeout=120)
+    assert results == [("cuda:0", True), ("cuda:1", True)]  # DDP averaged the gradients across ranks

@@ -29,6 +29,8 @@ CASES = [
      "(major, minor) of two ints"),
     ("HardwareProfile('x', bf16='yes')", lambda: HardwareProfile("x", bf16="yes"), ProfileError, "bf16: expected True or False"),
     ("HardwareProfile('x', env={'A': 1})", lambda: HardwareProfile("x", env={"A": 1}), ProfileError, "mapping of str to str"),
+    ("HardwareProfile('x', kind='cpu', device_tags=True)", lambda: HardwareProfile("x", kind="cpu", device_tags=True),
+     ProfileError, "device_tags: expected False for kind 'cpu' (tags exist for cuda, xpu, xla, mps)"),
     ("HardwareProfile('')", lambda: HardwareProfile(""), ProfileError, "name: expected a non-empty string"),
     ("register_profile(name='cpu', kind='cuda')", lambda: register_profile(name="cpu", kind="cuda"), ProfileError,
      "pass replace=True"),
