@@ -5,7 +5,11 @@ model (60 layers x 256 experts, about 60k modules, split down to leaves). Both g
 placement over several GPUs, then cpu, then disk. Prints both times, the ratio, and whether the maps are
 identical. Upstream is imported from /work/main/.upstream (or --upstream PATH); it is never a dependency.
 
-    python bench/device_map.py [--repeat 3] [--upstream /work/main/.upstream]
+    python bench/device_map.py [--repeat 3] [--random 500] [--upstream /work/main/.upstream]
+
+--random N also compares the maps of both libraries on N random small module trees (random sizes,
+budgets, no-split classes, dtypes and tied weights), counting the trees where upstream gives a map and
+ours differs (cases where upstream raises are counted apart).
 """
 
 from __future__ import annotations
@@ -114,6 +118,51 @@ CASES = {
 }
 
 
+class Block(nn.Module):
+    pass
+
+
+class NoSplit(nn.Module):
+    pass
+
+
+def random_tree(rng, depth=0):
+    module = (rng.choice([Block, NoSplit]) if depth else Block)()
+    for i in range(rng.randint(0, 4) if depth < 3 else 0):
+        module.add_module(f"c{i}", random_tree(rng, depth + 1))
+    if not list(module.children()) or rng.random() < 0.3:
+        module.register_parameter("w", nn.Parameter(torch.empty(rng.randint(1, 50), device="meta")))
+    if rng.random() < 0.2:
+        module.register_buffer("b", torch.empty(rng.randint(1, 10), device="meta"))
+    return module
+
+
+def compare_random(count: int, upstream_infer) -> None:
+    import random
+
+    differ = upstream_raised = 0
+    for seed in range(count):
+        rng = random.Random(seed)
+        model = random_tree(rng)
+        params = list(model.named_parameters())
+        if len(params) >= 2 and rng.random() < 0.5:
+            (_, keep), (alias, _) = rng.sample(params, 2)
+            owner, _, leaf = alias.rpartition(".")
+            setattr(model.get_submodule(owner), leaf, keep)
+        total = int(sum(p.numel() * 4 for p in model.parameters()))
+        memory = {i: rng.randint(0, total) for i in range(rng.randint(0, 3))}
+        memory["cpu"] = rng.randint(0, total)
+        kwargs = {"max_memory": memory, "no_split_module_classes": rng.choice([[], ["NoSplit"]]),
+                  "dtype": rng.choice([None, torch.float16])}
+        try:
+            expected = dict(upstream_infer(model, **{k: (dict(v) if isinstance(v, dict) else v) for k, v in kwargs.items()}))
+        except Exception:  # upstream crashes on some trees (IndexError, AttributeError): nothing to compare
+            upstream_raised += 1
+            continue
+        differ += dict(infer_auto_device_map(model, **{k: (dict(v) if isinstance(v, dict) else v) for k, v in kwargs.items()})) != expected
+    print(f"random trees: {count}, maps differing from upstream: {differ} (upstream raised on {upstream_raised})")
+
+
 def time_call(function, model, kwargs, repeat):
     best, result = float("inf"), None
     for _ in range(repeat):
@@ -126,6 +175,7 @@ def time_call(function, model, kwargs, repeat):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs for each side")
+    parser.add_argument("--random", type=int, default=0, help="also compare maps on N random module trees")
     parser.add_argument("--upstream", default=os.path.join(HERE, "..", ".upstream"))
     args = parser.parse_args()
     sys.path.insert(0, os.path.abspath(args.upstream))
@@ -142,6 +192,8 @@ def main() -> None:
         identical = dict(up_map) == dict(our_map)
         print(f"{label:40} {modules:>8} {up_time:>11.3f} {our_time:>9.3f} {up_time / our_time:>7.1f}x  {identical}"
               f"  ({len(our_map)} entries, devices {sorted(set(map(str, our_map.values())))})")
+    if args.random:
+        compare_random(args.random, upstream_infer)
 
 
 if __name__ == "__main__":

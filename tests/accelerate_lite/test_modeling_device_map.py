@@ -77,7 +77,8 @@ budgets = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=tied_models(), budget=budgets)
 def test_infer_auto_device_map_follows_the_placement_rules(model, budget):
     gpus, fractions, cpu_fraction, use_no_split = budget
