@@ -25,12 +25,17 @@ import torch
 from accelerate_lite.utils.environment import clear_environment
 
 from . import fake_device
-from .device_modules import SimulatedHost, absent_functions, device_functions, mps_functions
+from .device_modules import (
+    SimulatedHost,
+    absent_functions,
+    device_functions,
+    mps_functions,
+)
 from .errors import ProfileActiveError, ProfileError
 from .profiles import HardwareProfile, get_profile
 from .vendor_modules import VendorFinder, build_vendor_modules
 
-__all__ = ["apply_profile", "active_profile", "HARDWARE_ENV_VARS", "PATCHED_FUNCTIONS"]
+__all__ = ["HARDWARE_ENV_VARS", "PATCHED_FUNCTIONS", "active_profile", "apply_profile"]
 
 # Variables of the real host that select hardware; removed while a profile is active unless it sets them.
 HARDWARE_ENV_VARS = (
@@ -87,7 +92,7 @@ class _Patches:
             function, *args = self._undo.pop()
             try:
                 function(*args)
-            except Exception as exc:  # keep undoing the rest; report after
+            except Exception as exc:  # noqa: BLE001 - keep undoing the rest; report after
                 errors.append(exc)
         if errors:
             raise ProfileError(f"apply_profile: {len(errors)} change(s) could not be undone: {errors!r}")

@@ -9,13 +9,12 @@ while a profile is applied. Which attributes get replaced is :mod:`simulators.ap
 import contextlib
 import dataclasses
 import os
-from typing import Dict
 
 import torch
 
 from .profiles import HardwareProfile
 
-__all__ = ["SimulatedHost", "DeviceProperties", "device_functions", "mps_functions", "absent_functions"]
+__all__ = ["DeviceProperties", "SimulatedHost", "absent_functions", "device_functions", "mps_functions"]
 
 
 class DeviceProperties:
@@ -52,7 +51,7 @@ class SimulatedHost:
     local_rank: int = 0
     world_size: int = 1
     current: int = 0
-    generators: Dict[int, torch.Generator] = dataclasses.field(default_factory=dict)
+    generators: dict[int, torch.Generator] = dataclasses.field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -118,7 +117,7 @@ def device_functions(host: SimulatedHost) -> dict:
         finally:
             host.current = previous
 
-    class device:  # noqa: N801 - mirrors torch.cuda.device
+    class device:
         """Context manager switching the current simulated device."""
 
         def __init__(self, device):

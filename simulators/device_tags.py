@@ -23,7 +23,7 @@ import itertools
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .fake_device import iter_leaves, fast_map
+from .fake_device import fast_map, iter_leaves
 
 __all__ = ["DeviceTagMode", "tag_devices"]
 
@@ -120,7 +120,7 @@ class DeviceTagMode(TorchFunctionMode):
     def _get(self, getter, tensor):
         device = self.device_of(tensor)
         if getter == "device":
-            return device if device.type == self.kind else getattr(torch.Tensor, "device").__get__(tensor)
+            return device if device.type == self.kind else torch.Tensor.device.__get__(tensor)
         if getter in ("is_cuda", "is_xpu"):
             return device.type == getter[3:]
         if getter == "is_cpu":

@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_map
 
 from .errors import FakeDeviceError
 
-__all__ = ["FakeDeviceTensor", "install_fake_backend", "fake_backend_name", "unwrap", "is_fake_tensor"]
+__all__ = ["FakeDeviceTensor", "fake_backend_name", "install_fake_backend", "is_fake_tensor", "unwrap"]
 
 _install_lock = threading.Lock()
 _installed = None  # the backend name once installed in this process

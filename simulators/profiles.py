@@ -9,10 +9,10 @@ Applying a profile is :func:`simulators.apply_profile`'s job, not this module's.
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Optional, Tuple
 
 import yaml
 
@@ -21,13 +21,13 @@ from accelerate_lite.utils.enums import DistributedType
 from .errors import ProfileError, UnknownProfileError
 
 __all__ = [
-    "HardwareProfile",
     "KINDS",
     "PROFILES",
+    "HardwareProfile",
     "get_profile",
-    "register_profile",
     "load_profiles",
     "parse_memory",
+    "register_profile",
 ]
 
 KINDS = ("cpu", "cuda", "npu", "xpu", "xla", "mps")
@@ -108,7 +108,7 @@ class HardwareProfile:
     count: int = 1
     memory: int = 0
     device_name: str = ""
-    capability: Optional[Tuple[int, int]] = None
+    capability: tuple[int, int] | None = None
     bf16: bool = True
     fp16: bool = True
     multi_processor_count: int = 0

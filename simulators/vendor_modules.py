@@ -9,13 +9,12 @@ torch.distributed (gloo) when a process group exists, and are the identity on a 
 import importlib.abc
 import importlib.machinery
 import importlib.metadata
-import sys
 import types
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["VendorFinder", "build_vendor_modules", "VENDOR_PACKAGES"]
+__all__ = ["VENDOR_PACKAGES", "VendorFinder", "build_vendor_modules"]
 
 # kind -> the top-level package a real install of that hardware's torch plugin provides
 VENDOR_PACKAGES = {"npu": "torch_npu", "xpu": "intel_extension_for_pytorch", "xla": "torch_xla"}
@@ -70,8 +69,8 @@ class VendorFinder(importlib.abc.MetaPathFinder):
         module = self.modules.get(fullname)
         return None if module is None else module.__spec__
 
-    def find_distributions(self, context=importlib.metadata.DistributionFinder.Context()):
-        wanted = context.name
+    def find_distributions(self, context=None):
+        wanted = None if context is None else context.name
         for name, version in self.versions.items():
             if wanted is None or _normalise(wanted) == _normalise(name):
                 yield _Metadata(name, version)

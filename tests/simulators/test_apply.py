@@ -80,22 +80,26 @@ def test_every_profile_restores_the_process_exactly():
 
 def test_restores_when_the_block_raises():
     before = snapshot()
-    with pytest.raises(ZeroDivisionError):
-        with apply_profile("8xAscend910B", local_rank=3, world_size=8):
-            torch.npu.set_device(5)
-            1 / 0
+    with pytest.raises(ZeroDivisionError), apply_profile("8xAscend910B", local_rank=3, world_size=8):
+        torch.npu.set_device(5)
+        raise ZeroDivisionError("the block fails")
     assert snapshot() == before
 
 
+# name -> what is_{cuda,npu,xpu,tpu,mps,bf16}_available() answer inside the profile
+KEYS = ("cuda", "npu", "xpu", "tpu", "mps", "bf16")
 EXPECTED_ANSWERS = {
-    "cpu": dict(cuda=False, npu=False, xpu=False, tpu=False, mps=False, bf16=True),
-    "8xA100-80GB": dict(cuda=True, npu=False, xpu=False, tpu=False, mps=False, bf16=True),
-    "8xH100": dict(cuda=True, npu=False, xpu=False, tpu=False, mps=False, bf16=True),
-    "2xT4": dict(cuda=True, npu=False, xpu=False, tpu=False, mps=False, bf16=False),
-    "8xAscend910B": dict(cuda=False, npu=True, xpu=False, tpu=False, mps=False, bf16=True),
-    "4xMax1550": dict(cuda=False, npu=False, xpu=True, tpu=False, mps=False, bf16=True),
-    "tpu-v4-8": dict(cuda=False, npu=False, xpu=False, tpu=True, mps=False, bf16=True),
-    "mps-m2": dict(cuda=False, npu=False, xpu=False, tpu=False, mps=True, bf16=True),
+    name: dict(zip(KEYS, answers))
+    for name, answers in {
+        "cpu": (False, False, False, False, False, True),
+        "8xA100-80GB": (True, False, False, False, False, True),
+        "8xH100": (True, False, False, False, False, True),
+        "2xT4": (True, False, False, False, False, False),
+        "8xAscend910B": (False, True, False, False, False, True),
+        "4xMax1550": (False, False, True, False, False, True),
+        "tpu-v4-8": (False, False, False, True, False, True),
+        "mps-m2": (False, False, False, False, True, True),
+    }.items()
 }
 
 
@@ -204,9 +208,8 @@ def test_torch_xla_stand_in_on_one_process():
 
 def test_profiles_do_not_nest():
     with apply_profile("cpu"):
-        with pytest.raises(ProfileActiveError, match="already applied"):
-            with apply_profile("8xH100"):
-                pass
+        with pytest.raises(ProfileActiveError, match="already applied"), apply_profile("8xH100"):
+            pass
         assert active_profile() == get_profile("cpu")
     assert active_profile() is None
 

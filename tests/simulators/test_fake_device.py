@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from simulators import apply_profile, get_profile
-from simulators.fake_device import FakeDeviceTensor, fake_backend_name, install_fake_backend, unwrap
 from simulators.errors import FakeDeviceError
+from simulators.fake_device import (
+    FakeDeviceTensor,
+    fake_backend_name,
+    install_fake_backend,
+    unwrap,
+)
 
 SAME_DEVICE = "Expected all tensors to be on the same device"
 
@@ -152,9 +157,8 @@ def test_tags_end_with_the_profile():
 
 
 def test_device_tags_refused_for_kinds_without_them():
-    with pytest.raises(ValueError, match="tags exist for cuda"):
-        with apply_profile("cpu", device_tags=True):
-            pass
+    with pytest.raises(ValueError, match="tags exist for cuda"), apply_profile("cpu", device_tags=True):
+        pass
 
 
 # -- inside worlds (real gloo ranks) --------------------------------------------------------------------

@@ -7,7 +7,13 @@ import pytest
 import yaml
 
 from accelerate_lite.utils.enums import DistributedType
-from simulators import PROFILES, HardwareProfile, get_profile, load_profiles, register_profile
+from simulators import (
+    PROFILES,
+    HardwareProfile,
+    get_profile,
+    load_profiles,
+    register_profile,
+)
 from simulators import profiles as profiles_module
 from simulators.errors import ProfileError, UnknownProfileError
 

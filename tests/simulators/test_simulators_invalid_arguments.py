@@ -4,7 +4,13 @@ import re
 
 import pytest
 
-from simulators import HardwareProfile, apply_profile, get_profile, load_profiles, register_profile
+from simulators import (
+    HardwareProfile,
+    apply_profile,
+    get_profile,
+    load_profiles,
+    register_profile,
+)
 from simulators import profiles as profiles_module
 from simulators.errors import FakeDeviceError, ProfileError, UnknownProfileError
 from simulators.fake_device import install_fake_backend
