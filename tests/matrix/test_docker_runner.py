@@ -4,7 +4,9 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,13 +19,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def engine():
     """A dockerd with its own data-root, exec-root and socket under a temp dir (flags: shared/notes/docker.md)."""
     docker = pytest.importorskip("docker", reason="the Docker SDK is not installed (pip install docker)")
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         pytest.skip("dockerd is not installed here (apt-get install docker.io; .ci/run installs it)")
-    root = tmp_path_factory.mktemp("dockerd")
+    root = Path(tempfile.mkdtemp(prefix="matrix-dockerd-"))
     (root / "run").mkdir()
     sock = root / "run" / "docker.sock"
     log = open(root / "dockerd.log", "w")
@@ -45,13 +47,17 @@ def engine(tmp_path_factory):
             time.sleep(0.3)
     yield client
     client.close()
-    os.killpg(process.pid, signal.SIGTERM)
+    process.terminate()  # dockerd alone first: it stops containerd and unmounts its data-root itself
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     log.close()
+    data = root / "data"
+    if os.path.ismount(data):
+        subprocess.run(["umount", "--lazy", str(data)], check=False)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_cells_run_in_a_container_and_their_results_come_back(engine):
