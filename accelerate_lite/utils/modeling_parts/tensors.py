@@ -210,4 +210,6 @@ def _quantize_bnb_module_if_ready(module, device) -> None:
         if module.bias is None or module.bias.device.type != "meta":
             module.cuda(index)
     elif name == "Linear4bit" and getattr(module.weight, "quant_state", None) is None:
-        module.weight = module.weight.cuda(index)
+        # The bias can arrive first (checkpoint keys sort "bias" < "weight"): wait for a real weight.
+        if module.weight.device.type != "meta":
+            module.weight = module.weight.cuda(index)
