@@ -7,6 +7,8 @@ import types
 import pytest
 import torch
 import torch.distributed as dist
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from launch_worlds import (  # noqa: F401 (fixture)
     free_port,
     fresh_state,
@@ -372,3 +374,27 @@ def test_thread_local_shared_dict_gives_each_thread_its_own_state():
     worker.start()
     worker.join()
     assert seen == [{}] and Borg.shared == {"rank": 0}
+
+
+@settings(max_examples=150, deadline=None)
+@given(length=st.integers(0, 40), num_processes=st.integers(2, 9))
+def test_split_shares_cover_the_input_in_order_and_pad_to_one_length(length, num_processes):
+    """Every world size and length: the shares of ranks that start inside the input are its pieces, in
+    order; with padding every share has ceil(length / num_processes) elements (lists, tuples, tensors)."""
+    inputs = list(range(length))
+    per_process = -(-length // num_processes)
+    for container in (list, tuple, torch.tensor):
+        data = container(inputs) if inputs or container is not torch.tensor else torch.tensor([], dtype=torch.long)
+        shares, padded = [], []
+        for rank in range(num_processes):
+            view = types.SimpleNamespace(num_processes=num_processes, process_index=rank)
+            with PartialState.split_between_processes(view, data) as share:
+                shares.append(list(share.tolist() if isinstance(share, torch.Tensor) else share))
+            with PartialState.split_between_processes(view, data, apply_padding=True) as share:
+                padded.append(list(share.tolist() if isinstance(share, torch.Tensor) else share))
+        starting_inside = [share for rank, share in enumerate(shares) if rank * per_process < length]
+        assert [item for share in starting_inside for item in share] == inputs
+        assert all(share == inputs[-1:] for rank, share in enumerate(shares) if rank * per_process >= length)
+        for share, padded_share in zip(shares, padded):
+            assert len(padded_share) == per_process
+            assert padded_share == share + share[-1:] * (per_process - len(share))
