@@ -169,6 +169,8 @@ def _install_npu(patches, host, fake_tensors):
         patches.call_on_undo(torch._C._set_multithreading_enabled, torch._C._is_multithreading_enabled())
         # The autograd engine has no worker queue for PrivateUse1 devices >= 1: run backward in-thread.
         torch._C._set_multithreading_enabled(False)
+    # torch.get_device_module is functools.cache'd: forget the module it handed out, after restoring too.
+    patches.call_on_undo(_forget_device_modules)
     module = types.ModuleType("torch.npu", "simulated torch.npu (simulators.apply_profile)")
     module.__dict__.update(device_functions(host))
     # What torch's own helpers ask a PrivateUse1 runtime module (autocast, fork_rng, lazy init checks).
@@ -177,6 +179,13 @@ def _install_npu(patches, host, fake_tensors):
     module.is_initialized = lambda: True
     patches.setattr(torch, "npu", module)
     patches.set_module("torch.npu", module)
+    _forget_device_modules()
+
+
+def _forget_device_modules():
+    clear = getattr(torch.get_device_module, "cache_clear", None)
+    if clear is not None:
+        clear()
 
 
 def _install_vendor(patches, host):

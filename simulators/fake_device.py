@@ -7,12 +7,15 @@ tensor arguments sit on one device (as the real card's kernels do), unwraps to C
 wraps the results again. c10d collectives are dispatcher ops too, so gloo runs on the unwrapped
 CPU tensors and results are exact.
 
-What stays after the first install (torch allows no undo): the PrivateUse1 name, the kernels and the
-python device guard/hooks. What :func:`simulators.apply_profile` adds and removes per use: ``torch.npu``
-and ``sys.modules["torch.npu"]``.
+What stays after the first install (torch allows no undo): the PrivateUse1 name, the kernels, the
+python device guard/hooks, and an inert ``torch.npu`` module (no device: torch.accelerator and
+DataLoader(pin_memory=True) need *a* module once the name exists). :func:`simulators.apply_profile`
+swaps in the profile's ``torch.npu`` for the duration of the block.
 """
 
+import sys
 import threading
+import types
 
 import torch
 from torch.utils._pytree import tree_map
@@ -185,6 +188,40 @@ def fake_backend_name():
     return _installed
 
 
+class _Hooks(torch._C._acc.PrivateUse1Hooks):
+    """PrivateUse1 hooks that answer from whatever module is torch.<name> right now."""
+
+    def is_available(self) -> bool:
+        module = getattr(torch, _installed or "", None)
+        return bool(module is not None and module.is_available())
+
+    def has_primary_context(self, dev_id) -> bool:
+        return self.is_available()
+
+    def is_built(self) -> bool:
+        return True
+
+
+def _inert_module(name):
+    """The torch.<name> left between profiles: no device, so torch.accelerator and DataLoader see none.
+
+    Once PrivateUse1 carries the name, torch.accelerator.current_accelerator() is that device type for
+    good, and torch.get_device_module(name) must find a module or torch.accelerator.is_available() and
+    DataLoader(pin_memory=True) raise.
+    """
+    module = types.ModuleType(f"torch.{name}", f"simulators: no {name} device outside a hardware profile")
+    module.__dict__.update(
+        is_available=lambda: False,
+        device_count=lambda: 0,
+        current_device=lambda: 0,
+        is_initialized=lambda: False,
+        _is_in_bad_fork=lambda: False,
+        manual_seed_all=lambda seed: None,
+        get_amp_supported_dtype=list,
+    )
+    return module
+
+
 def _device_of(device):
     device = torch.device(device) if device is not None else torch.device(_installed, 0)
     if device.index is None:
@@ -246,7 +283,7 @@ def install_fake_backend(name="npu"):
             raise FakeDeviceError(f"install_fake_backend({name!r}): torch refused the name: {exc}") from exc
         from torch.utils import backend_registration as registration
 
-        torch._C._acc.register_python_privateuseone_hook(registration._DummyPrivateUse1Hook())
+        torch._C._acc.register_python_privateuseone_hook(_Hooks())
         torch._C._acc.register_python_privateuseone_device_guard(registration._DummyDeviceGuard())
         library = torch.library.Library("aten", "IMPL")
         library.impl("empty.memory_format", _empty_memory_format, "PrivateUse1")
@@ -257,4 +294,7 @@ def install_fake_backend(name="npu"):
         fallbacks.fallback(torch.library.fallthrough_kernel, "AutocastPrivateUse1")
         _library = (library, fallbacks)
         _installed = name
+        inert = _inert_module(name)
+        setattr(torch, name, inert)
+        sys.modules[f"torch.{name}"] = inert
         return name

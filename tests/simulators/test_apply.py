@@ -17,6 +17,7 @@ from accelerate_lite.utils import imports
 from simulators import PROFILES, active_profile, apply_profile, get_profile
 from simulators.apply import HARDWARE_ENV_VARS, PATCHED_FUNCTIONS
 from simulators.errors import ProfileActiveError
+from simulators.fake_device import fake_backend_name
 
 WATCHED_MODULES = ["torch", "torch.cuda", "torch.cuda.memory", "torch.xpu", "torch.mps", "torch.backends.mps",
                    "accelerate_lite.utils.imports"]
@@ -43,6 +44,8 @@ def snapshot():
         "meta_path": list(sys.meta_path),
         "answers": {name: getattr(imports, name)() for name in CHECKS},
         "multithreading": torch._C._is_multithreading_enabled(),
+        "npu_module": id(torch.get_device_module("npu")) if fake_backend_name() else None,
+        "accelerator": (torch.accelerator.is_available(), torch.accelerator.device_count()),
         "active": active_profile(),
     }
 

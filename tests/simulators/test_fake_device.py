@@ -97,6 +97,16 @@ def test_install_is_once_per_process_and_keeps_its_name():
         install_fake_backend("gaudi")
 
 
+def test_no_npu_is_left_for_torch_after_the_profile():
+    # The PrivateUse1 name outlives the profile; torch.accelerator and DataLoader must still see no device.
+    with apply_profile("8xAscend910B", local_rank=2, world_size=4):
+        assert torch.accelerator.is_available() and torch.accelerator.device_count() == 8
+    assert not torch.accelerator.is_available() and torch.accelerator.device_count() == 0
+    with pytest.warns(UserWarning, match="no accelerator is found"):
+        batches = list(torch.utils.data.DataLoader(torch.arange(4.0), batch_size=2, pin_memory=True))
+    assert [batch.tolist() for batch in batches] == [[0.0, 1.0], [2.0, 3.0]]
+
+
 def test_npu_flags_only_without_fake_tensors():
     with apply_profile("8xAscend910B", fake_tensors=False):
         assert torch.npu.is_available() and torch.npu.device_count() == 8
