@@ -106,10 +106,12 @@ def command_run(args) -> int:
     cells = select_cells(args)
     settings = _settings(args, preset)
     console = Console(soft_wrap=not sys.stdout.isatty())
-    console.print(f"matrix: {len(cells)} cells (preset {preset.name}), {settings.examples} examples per cell, "
+    source = "cells chosen by id or from the whole product" if (args.cell or args.all_cells) else f"preset {preset.name}"
+    console.print(f"matrix: {len(cells)} cells ({source}), {settings.examples} examples per cell, "
                   f"seed {settings.seed}, runner {args.runner}", highlight=False)
     runner = make_runner(args.runner, settings, args)
-    run = results.RunResult(preset=preset.name, settings={**settings.__dict__, "rank_setup": args.rank_setup},
+    label = "selection" if (args.cell or args.all_cells) else preset.name
+    run = results.RunResult(preset=label, settings={**settings.__dict__, "rank_setup": args.rank_setup},
                             environment=results.environment(runner.name))
     started = time.perf_counter()
     with LiveProgress(console, len(cells), enabled=not args.no_progress) as progress:

@@ -13,10 +13,17 @@ import torch
 import torch.distributed as dist
 from hypothesis import strategies as st
 
+from harness import oracles
+from harness.strategies import float_dtypes, world_inputs
+
 from . import inputs
-from .compare import assert_tree_equal, fail, tree_map, tree_zip
-from .expected import expected_gather, expected_gather_object, expected_pad, expected_reduce, is_identity
+from .compare import assert_tree_equal, fail, tree_map
 from .spmd import Property
+
+
+def is_distributed(state) -> bool:
+    """False where PartialState says no distributed backend is in use (collectives are identities there)."""
+    return str(state.distributed_type) not in ("NO", "DistributedType.NO")
 
 
 def op(name: str):
@@ -42,13 +49,12 @@ def _check_fp32_conversion(ctx, result):
 # --- gather --------------------------------------------------------------------------------------
 
 def gather_strategy(ctx):
-    return inputs.world_structures(ctx.world, ctx.dtype)
+    return world_inputs(ctx.world, ctx.cell.precision)
 
 
 def gather_check(ctx, world_input):
-    mine = world_input[ctx.rank]
-    result = op("gather")(mine)
-    expected = expected_gather(world_input, is_identity(ctx.state), ctx.rank)
+    result = op("gather")(world_input[ctx.rank])
+    expected = oracles.expected_gather(world_input, distributed=is_distributed(ctx.state))[ctx.rank]
     assert_tree_equal(result, expected, path="gather(x)")
     _check_fp32_conversion(ctx, result)
 
@@ -62,7 +68,7 @@ def gather_object_strategy(ctx):
 
 def gather_object_check(ctx, world_input):
     result = op("gather_object")(world_input[ctx.rank])
-    expected = expected_gather_object(world_input, is_identity(ctx.state), ctx.rank)
+    expected = oracles.expected_gather_object(world_input, distributed=is_distributed(ctx.state))[ctx.rank]
     if result != expected:
         fail(f"gather_object(x) is {result!r}, expected {expected!r}")
 
@@ -70,12 +76,8 @@ def gather_object_check(ctx, world_input):
 # --- reduce ----------------------------------------------------------------------------------------
 
 def reduce_strategy(ctx):
-    floats = ctx.dtype if ctx.dtype.is_floating_point else torch.float32
-    return st.tuples(
-        inputs.world_structures(ctx.world, floats, min_dims=1).map(
-            lambda world: [tree_map(lambda t: t.to(floats) if not t.is_floating_point() else t, s) for s in world]),
-        st.sampled_from(["sum", "mean"]),
-    )
+    floats = float_dtypes(ctx.cell.precision)  # "mean" of integers is refused, as upstream
+    return st.tuples(world_inputs(ctx.world, ctx.cell.precision, dtype_strategy=floats), st.sampled_from(["sum", "mean"]))
 
 
 def reduce_check(ctx, example):
@@ -83,7 +85,7 @@ def reduce_check(ctx, example):
     mine = world_input[ctx.rank]
     before = tree_map(torch.clone, mine)
     result = op("reduce")(mine, reduction=reduction)
-    expected = expected_reduce(world_input, reduction, is_identity(ctx.state), ctx.rank)
+    expected = oracles.expected_reduce(world_input, reduction, distributed=is_distributed(ctx.state))[ctx.rank]
     assert_tree_equal(result, expected, exact=False, path=f"reduce(x, {reduction!r})")
     assert_tree_equal(mine, before, path="x after reduce (the input must not change)")
 
@@ -91,13 +93,13 @@ def reduce_check(ctx, example):
 # --- broadcast ----------------------------------------------------------------------------------
 
 def broadcast_strategy(ctx):
-    return st.tuples(inputs.world_structures(ctx.world, ctx.dtype), st.integers(0, ctx.world - 1))
+    return st.tuples(world_inputs(ctx.world, ctx.cell.precision), st.integers(0, ctx.world - 1))
 
 
 def broadcast_check(ctx, example):
     world_input, source = example
     result = op("broadcast")(world_input[ctx.rank], from_process=source)
-    expected = world_input[ctx.rank] if is_identity(ctx.state) else world_input[source]
+    expected = oracles.expected_broadcast(world_input, source, distributed=is_distributed(ctx.state))[ctx.rank]
     assert_tree_equal(result, expected, path=f"broadcast(x, from_process={source})")
 
 
@@ -111,8 +113,9 @@ def broadcast_object_list_check(ctx, example):
     world_input, source = example
     mine = list(world_input[ctx.rank])
     returned = op("broadcast_object_list")(mine, from_process=source)
-    if mine != world_input[source]:
-        fail(f"after broadcast_object_list(x, from_process={source}) x is {mine!r}, expected {world_input[source]!r}")
+    expected = oracles.expected_broadcast_object_list(world_input, source, distributed=is_distributed(ctx.state))[ctx.rank]
+    if mine != expected:
+        fail(f"after broadcast_object_list(x, from_process={source}) x is {mine!r}, expected {expected!r}")
     if returned is not None and returned is not mine:
         fail("broadcast_object_list must fill the list it was given in place and return that list")
 
@@ -120,13 +123,16 @@ def broadcast_object_list_check(ctx, example):
 # --- pad_across_processes ----------------------------------------------------------------------
 
 def pad_strategy(ctx):
-    return st.tuples(inputs.ragged_world_tensors(ctx.world, ctx.dtype), st.integers(0, 3), st.booleans())
+    ragged = st.integers(0, 2).flatmap(
+        lambda dim: st.tuples(st.just(dim), world_inputs(ctx.world, ctx.cell.precision, ragged=True, dim=dim)))
+    return st.tuples(ragged, st.integers(0, 3), st.booleans())
 
 
 def pad_check(ctx, example):
-    (tensors, dim), pad_index, pad_first = example
-    result = op("pad_across_processes")(tensors[ctx.rank], dim=dim, pad_index=pad_index, pad_first=pad_first)
-    expected = expected_pad(tensors, ctx.rank, dim, pad_index, pad_first, is_identity(ctx.state))
+    (dim, world_input), pad_index, pad_first = example
+    result = op("pad_across_processes")(world_input[ctx.rank], dim=dim, pad_index=pad_index, pad_first=pad_first)
+    expected = oracles.expected_pad_across_processes(world_input, dim, pad_index, pad_first,
+                                                     distributed=is_distributed(ctx.state))[ctx.rank]
     assert_tree_equal(result, expected, path=f"pad_across_processes(x, dim={dim}, pad_index={pad_index}, pad_first={pad_first})")
 
 
@@ -189,4 +195,4 @@ PROPERTIES = {
     "wait_for_everyone": Property(barrier_strategy, barrier_check),
 }
 
-__all__ = ["PROPERTIES", "op", "tree_zip"]
+__all__ = ["PROPERTIES", "is_distributed", "op"]

@@ -20,8 +20,13 @@ def break_gather_on_rank_1():
         return
     original = utils.gather
 
+    def wrong(t):
+        import torch
+
+        return ~t if t.dtype == torch.bool else (t + 1).to(t.dtype)  # same dtype, other values
+
     def off_by_one(tensor):
-        return utils.recursively_apply(lambda t: t + 1, original(tensor))
+        return utils.recursively_apply(wrong, original(tensor))
 
     utils.gather = off_by_one
 
