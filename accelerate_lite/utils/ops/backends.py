@@ -39,6 +39,12 @@ _REDUCE_AS = {
 }
 
 
+# dtypes every torch.distributed backend moves and sums natively; others travel as bytes or widened
+_NATIVE = frozenset(
+    {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8, torch.int32, torch.int64, torch.bool}
+)
+
+
 class Backend(Protocol):
     """What the data ops need from a communication library (lists of tensors in, lists out)."""
 
@@ -100,27 +106,59 @@ class TorchDistributedBackend:
         self.process_index = process_index
         # gloo takes CPU (and some CUDA) tensors; the device backends need tensors on their device
         self.device_type = None if name == "gloo" else device.type
-        # gloo's all_gather of a list avoids all_gather_into_tensor, which older gloo builds lack
-        self._gather_into_one_buffer = name != "gloo"
+        # One output buffer (no concatenation copy afterwards); gloo builds without it fall back to a list.
+        self._gather_into_one_buffer = True
         self._gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
     def gather(self, tensors):
+        if len(tensors) == 1 and tensors[0].dtype in _NATIVE:
+            return [self._gather_one(tensors[0])]
         results: list = [None] * len(tensors)
         for pack in pack_groups(tensors, as_bytes=True, fresh=False):
             for index, tensor in unpack_gathered(pack, self._all_gather(pack.buffer), self.num_processes):
                 results[index] = tensor
         return results
 
+    def _gather_one(self, tensor: torch.Tensor) -> torch.Tensor:
+        # a lone tensor goes as it is (upstream's path): packing would only add Python overhead
+        if tensor.ndim == 0:
+            tensor = tensor.reshape(1)
+        elif not tensor.is_contiguous():
+            tensor = tensor.contiguous()
+        world = self.num_processes
+        if self._gather_into_one_buffer:
+            out = torch.empty((world * tensor.shape[0], *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+            if self._gather_into(out, tensor):
+                return out
+        rows = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(rows, tensor)
+        return torch.cat(rows)
+
+    def _gather_into(self, out: torch.Tensor, tensor: torch.Tensor) -> bool:
+        """all_gather into one buffer; False where this gloo build lacks it (then use a list from now on)."""
+        try:
+            self._gather_single(out, tensor)
+            return True
+        except RuntimeError:
+            # raised locally on every rank before any data moved (the same torch build everywhere)
+            if self.name != "gloo":
+                raise
+            self._gather_into_one_buffer = False
+            return False
+
     def _all_gather(self, buffer: torch.Tensor):
         if self._gather_into_one_buffer:
             out = torch.empty(self.num_processes * buffer.numel(), dtype=buffer.dtype, device=buffer.device)
-            self._gather_single(out, buffer)
-            return out
+            if self._gather_into(out, buffer):
+                return out
         rows = [torch.empty_like(buffer) for _ in range(self.num_processes)]
         dist.all_gather(rows, buffer)
         return rows
 
     def broadcast(self, tensors, src):
+        if len(tensors) == 1 and tensors[0].dtype in _NATIVE and tensors[0].is_contiguous():
+            dist.broadcast(tensors[0], src=src)  # in place, as upstream
+            return list(tensors)
         is_source = self.process_index == src
         for pack in pack_groups(tensors, as_bytes=True, fresh=False, fill=is_source):
             dist.broadcast(pack.buffer, src=src)
@@ -129,6 +167,12 @@ class TorchDistributedBackend:
         return list(tensors)
 
     def all_reduce(self, tensors, *, scale, divisor):
+        if len(tensors) == 1 and tensors[0].dtype in _NATIVE:
+            total = tensors[0].clone(memory_format=torch.contiguous_format)
+            dist.all_reduce(total, dist.ReduceOp.SUM)
+            if divisor != 1:
+                total /= divisor
+            return [total]
         results: list = [None] * len(tensors)
         widened = [t.to(_REDUCE_AS[t.dtype]) if t.dtype in _REDUCE_AS else t for t in tensors]
         for pack in pack_groups(widened, as_bytes=False, fresh=True):
@@ -196,17 +240,22 @@ class XlaBackend:
         objects[:] = self.xm.mesh_reduce("accelerate_lite.broadcast_object_list", list(objects), lambda xs: xs[src])
 
 
-_PARTIAL_STATE = None
+_PARTIAL_STATE = None  # the class, imported late (state imports utils)
+_state = None  # one instance: a Borg, so it always shows the shared state
 _cache: tuple = (None, None)  # (state key, backend)
 
 
 def _partial_state():
-    global _PARTIAL_STATE
+    """The current PartialState, built (detecting the world) only where none is set up or it was reset."""
+    global _PARTIAL_STATE, _state
     if _PARTIAL_STATE is None:
-        from ...state import PartialState  # noqa: PLC0415 (state imports utils: import late)
+        from ...state import PartialState  # noqa: PLC0415
 
         _PARTIAL_STATE = PartialState
-    return _PARTIAL_STATE()
+    state = _state
+    if state is None or not state.__dict__ or state.__dict__ is not _PARTIAL_STATE._shared_state:
+        state = _state = _PARTIAL_STATE()
+    return state
 
 
 def current_state_and_backend():

@@ -68,7 +68,13 @@ def _pack_one(tensor: torch.Tensor, index: int, fresh: bool, as_bytes: bool) -> 
         buffer = buffer.clone(memory_format=torch.contiguous_format)
     if as_bytes:  # every dtype travels, also those a backend has no type for (float8, uint16 on gloo)
         buffer = buffer.view(torch.uint8)
-    shares = not fresh and buffer.numel() > 0 and buffer.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
+    # XLA tensors have no host storage (data_ptr raises): count them as not shared, which costs a copy at most
+    shares = (
+        not fresh
+        and buffer.numel() > 0
+        and buffer.device.type != "xla"
+        and buffer.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
+    )
     slot = Slot(index, 0, buffer.numel(), tensor.shape, tensor.dtype)
     return Pack(buffer, (slot,), as_bytes=as_bytes, shares_input=shares)
 
