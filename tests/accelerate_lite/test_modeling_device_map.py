@@ -216,3 +216,22 @@ def test_get_balanced_memory_spreads_over_gpus():
     with init_empty_weights():
         meta = nn.Sequential(*[nn.Linear(10, 10) for _ in range(4)])
     assert get_balanced_memory(meta, max_memory={"cpu": 100}) == {"cpu": 100}
+
+
+@pytest.mark.parametrize("profile_name", ["8xA100-80GB", "2xT4", "8xAscend910B", "4xMax1550", "mps-m2", "cpu"])
+def test_get_max_memory_and_auto_maps_see_a_simulated_profile(profile_name):
+    simulators = pytest.importorskip("simulators")
+    profile = simulators.get_profile(profile_name)
+    with init_empty_weights():
+        model = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(4)])
+    with simulators.apply_profile(profile):
+        memory = get_max_memory()
+        device_map = infer_auto_device_map(model)
+    accelerators = [k for k in memory if isinstance(k, int)]
+    if profile.kind in ("cuda", "npu", "xpu"):
+        assert accelerators == list(range(profile.count))
+        assert all(memory[i] == profile.memory for i in accelerators)
+        assert device_map == {"": 0}
+    else:
+        assert accelerators == [] and list(memory) == (["mps"] if profile.kind == "mps" else ["cpu"])
+        assert device_map == {"": "mps" if profile.kind == "mps" else "cpu"}
