@@ -304,10 +304,10 @@ def check_invalid_collective_arguments() -> dict:
     calls = {
         "gather([t, 'text'])": lambda: ops.gather([torch.ones(1), "text"]),
         "reduce({'a': 'text'})": lambda: ops.reduce({"a": "text"}),
-        "reduce(int, 'mean')": lambda: ops.reduce(torch.ones(2, dtype=torch.int64)),
-        "broadcast(t, from_process=world_size)": lambda: ops.broadcast(torch.ones(1), from_process=world_size),
+        "reduce(int, 'mean')": lambda: ops.reduce(torch.ones(2, dtype=torch.int64, device=state.device)),
+        "broadcast(t, from_process=world_size)": lambda: ops.broadcast(torch.ones(1, device=state.device), from_process=world_size),
         "broadcast_object_list([1], from_process=-1)": lambda: ops.broadcast_object_list([1], from_process=-1),
-        "copy_tensor_to_devices(t on every rank)": lambda: ops.copy_tensor_to_devices(torch.ones(1)),
+        "copy_tensor_to_devices(t on every rank)": lambda: ops.copy_tensor_to_devices(torch.ones(1, device=state.device)),
         "gather_object(5)": lambda: ops.gather_object(5),
     }
     seen = {}
@@ -318,5 +318,5 @@ def check_invalid_collective_arguments() -> dict:
         except Exception as error:  # noqa: BLE001 - reported to the test
             seen[name] = (type(error).__name__, str(error))
     # the world still works afterwards: nothing was left half-way through a collective
-    seen["afterwards"] = ops.gather(torch.tensor([rank])).tolist()
+    seen["afterwards"] = ops.gather(torch.tensor([rank], device=state.device)).tolist()
     return seen
