@@ -30,5 +30,13 @@ class RankLeftTest(BaseException):
         return f"rank {outcome.get('rank')} {outcome.get('status')}: {outcome.get('message', '')}"
 
 
+class RankLeftExample(BaseException):
+    """Raised inside a rank that left a hypothesis run because its peers never reached the agreement.
+
+    ``args[0]`` is the exception the rank's example ended with (a skip, a failure...). It derives
+    from BaseException so hypothesis lets it through instead of shrinking a run that is over.
+    """
+
+
 class LockstepError(HarnessError, RuntimeError):
     """Ranks running a hypothesis test disagreed on the protocol (a desynchronisation)."""

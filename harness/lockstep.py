@@ -20,10 +20,17 @@ import pickle
 import torch
 import torch.distributed as dist
 
-from harness.errors import LockstepError, WorldTestFailed
+from harness.errors import LockstepError, RankLeftExample, WorldTestFailed
 
 # Per-example results exchanged in one all_gather of a small int tensor.
 PASSED, FAILED, SKIPPED, REJECTED, CONTROL = 0, 1, 2, 3, 4
+
+# Seconds a rank whose example did not pass waits for the others at the agreement. If they do not
+# come, they are blocked in a collective this rank skipped: it leaves the world call instead, so the
+# world stops them (the test reports that rank's outcome; shrinking ends there).
+LEAVE_AFTER = 5.0
+
+_abandoned = []  # channels of ranks that left: never destroyed (their gloo threads may be blocked)
 
 class _Channel:
     """A gloo process group private to one test's protocol, driven through its own methods.
@@ -57,10 +64,15 @@ class _Channel:
         self.pg.broadcast([buffer], opts).wait()
         return message if self.rank == src else pickle.loads(buffer.numpy().tobytes())
 
-    def all_codes(self, code: int) -> list:
-        """Gather one small int from every rank, in rank order."""
+    def all_codes(self, code: int, timeout: float | None = None) -> list:
+        """Gather one small int from every rank, in rank order (gloo raises after ``timeout`` s)."""
+        from torch._C._distributed_c10d import AllgatherOptions
+
+        opts = AllgatherOptions()
+        if timeout is not None:
+            opts.timeout = datetime.timedelta(seconds=timeout)
         out = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
-        self.pg.allgather([out], [torch.tensor([code], dtype=torch.int64)]).wait()
+        self.pg.allgather([out], [torch.tensor([code], dtype=torch.int64)], opts).wait()
         return [int(t.item()) for t in out]
 
 
@@ -87,40 +99,68 @@ def _run_local(inner, args, kwargs):
     return PASSED, None
 
 
-def _agree(code: int, exc, rank: int, channel: _Channel):
-    """Gather every rank's result code; return the codes, and the first failing rank's details."""
-    codes = channel.all_codes(code)
-    if FAILED not in codes:
+def _agree(code: int, exc, rank: int, channel: _Channel, example: dict):
+    """Gather every rank's result code; return the codes and, for a failure or skip, its details.
+
+    Details come from the first rank that failed (else skipped): ``(rank, code, exception pickle,
+    text)``, broadcast from that rank so rank 0 can raise it for hypothesis.
+    """
+    try:
+        codes = channel.all_codes(code, timeout=None if code == PASSED else LEAVE_AFTER)
+    except RuntimeError:
+        _abandoned.append(channel)
+        exc.add_note(f"example: {', '.join(f'{k}={v!r}' for k, v in example.items())}")
+        raise RankLeftExample(exc) from None
+    if REJECTED in codes:
         return codes, None
-    first = codes.index(FAILED)
-    details = None
-    if rank == first:
-        from harness.rankside import format_failure, pickled_exception
+    for wanted in (FAILED, SKIPPED):
+        if wanted in codes:
+            first = codes.index(wanted)
+            details = _details(exc, first, wanted) if rank == first else None
+            return codes, channel.broadcast(details, src=first)
+    return codes, None
 
-        details = (first, pickled_exception(exc), format_failure(exc))
-    return codes, channel.broadcast(details, src=first)
+
+def _details(exc, rank: int, code: int) -> tuple:
+    from harness.rankside import classify, format_failure, pickled_exception
+
+    if code == SKIPPED:
+        return rank, code, None, classify(exc)[1]
+    return rank, code, pickled_exception(exc), format_failure(exc)
 
 
-def _raise_agreed(codes, details, own_exc):
-    """On rank 0: raise what hypothesis must see for this example (always from this one place)."""
-    if details is not None:
-        first, blob, text = details
-        exc = pickle.loads(blob) if blob else WorldTestFailed(text.strip().splitlines()[-1])
-        exc.__traceback__ = None
-        exc.add_note(f"rank {first} failed this example:\n{text.rstrip()}")
-        exc.__harness_failing_rank__ = first  # the report names the rank, not rank 0 that ran hypothesis
-        raise exc from None  # one raise site: hypothesis tells distinct failures by exception type
-    if SKIPPED in codes:
-        import pytest
+def _raise_agreed(codes, details):
+    """On rank 0: raise what hypothesis must see for this example (always from this one place).
 
-        pytest.skip(f"rank {codes.index(SKIPPED)} skipped")
+    A rejection on any rank rejects the example everywhere (that rank's precondition failed, so
+    the others' results on it mean nothing); then a failure, then a skip.
+    """
     if REJECTED in codes:
         from hypothesis import reject
 
         reject()
+    if details is None:
+        return
+    first, code, blob, text = details
+    if code == SKIPPED:
+        import pytest
+
+        pytest.skip(f"{text} (skipped on rank {first})")
+    exc = pickle.loads(blob) if blob else WorldTestFailed(text.strip().splitlines()[-1])
+    exc.__traceback__ = None
+    exc.add_note(f"rank {first} failed this example:\n{text.rstrip()}")
+    exc.__harness_failing_rank__ = first  # the report names the rank, not rank 0 that ran hypothesis
+    raise exc from None  # one raise site: hypothesis tells distinct failures by exception type
 
 
-def _lead(test, kwargs, seed: int, channel: _Channel):
+class _PerRank:
+    """What hypothesis sees (and prints) for a per-rank argument; each rank has its own value."""
+
+    def __repr__(self):
+        return "<per rank>"
+
+
+def _lead(test, kwargs, hidden: dict, seed: int, channel: _Channel):
     """Rank 0: run hypothesis with an inner test that keeps every rank in step."""
     from hypothesis import HealthCheck, Phase, settings
 
@@ -138,11 +178,11 @@ def _lead(test, kwargs, seed: int, channel: _Channel):
                 "draw only picklable values (interactive st.data() draws cannot be broadcast)"
             ) from exc
         channel.broadcast(("example", payload))
-        code, exc = _run_local(inner, args, all_kwargs)
-        codes, details = _agree(code, exc, 0, channel)
+        code, exc = _run_local(inner, args, {**all_kwargs, **hidden})
+        codes, details = _agree(code, exc, 0, channel, drawn)
         if code == CONTROL:
             raise exc
-        _raise_agreed(codes, details, exc)
+        _raise_agreed(codes, details)
 
     func = getattr(test, "__func__", test)  # attributes live on the function, not a bound method
     saved = func._hypothesis_internal_use_settings, func._hypothesis_internal_use_seed
@@ -176,16 +216,19 @@ def _follow(test, kwargs, rank: int, channel: _Channel):
             return
         if kind != "example":
             raise LockstepError(f"rank {rank} expected an example or done from rank 0, got {kind!r}")
-        code, exc = _run_local(inner, own_self, {**kwargs, **pickle.loads(payload)})
-        _agree(code, exc, rank, channel)
+        drawn = pickle.loads(payload)
+        code, exc = _run_local(inner, own_self, {**kwargs, **drawn})
+        _agree(code, exc, rank, channel, drawn)
 
 
-def run_hypothesis_test(test, kwargs: dict, rank: int, seed: int, token: str) -> None:
+def run_hypothesis_test(test, kwargs: dict, per_rank: set, rank: int, seed: int, token: str) -> None:
     """Run a ``@given`` test body on this rank in lockstep with the others.
 
     Args:
         test: the hypothesis-wrapped test (a function, or a method bound to an instance).
         kwargs: this rank's fixture arguments (per-rank ones already built).
+        per_rank: names of the per-rank arguments; hypothesis on rank 0 sees a placeholder for them,
+            so the falsifying example shows ``rank=<per rank>``, not rank 0's value as if it failed.
         rank: this rank.
         seed: the seed rank 0 gives hypothesis (reported on failure).
         token: a name unique to this test run (the protocol's store prefix).
@@ -198,6 +241,8 @@ def run_hypothesis_test(test, kwargs: dict, rank: int, seed: int, token: str) ->
         raise LockstepError(f"{test!r} is not a hypothesis test (no @given)")
     channel = _Channel(token)
     if rank == 0:
-        _lead(test, kwargs, seed, channel)
+        hidden = {k: v for k, v in kwargs.items() if k in per_rank}
+        shown = {k: (_PerRank() if k in per_rank else v) for k, v in kwargs.items()}
+        _lead(test, shown, hidden, seed, channel)
     else:
         _follow(test, kwargs, rank, channel)

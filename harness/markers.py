@@ -19,6 +19,8 @@ MARKERS = {
     "hardware": "hardware(name): the hardware profile the ranks see, from simulators.PROFILES (e.g. '8xH100')",
     "backend": "backend(name): the process-group backend of the world (default 'gloo')",
     "world_timeout": "world_timeout(seconds): deadline of this world test (overrides --world-timeout)",
+    "owns_worlds": "owns_worlds: the test starts worlds itself (simulators.World, a pytest subprocess); "
+    "under xdist it runs on the world worker, so the session never holds two worlds at once",
 }
 
 BACKENDS = ("gloo",)

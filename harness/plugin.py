@@ -173,8 +173,14 @@ class WorldSession:
         token = f"{os.getpid()}-{next(self._tokens)}"
         body = build_spec(item, self.pool.outbox, token, seed)
         world = self.pool.get(spec.key)
-        verdict = run_on_world(world, body, spec.size, spec.timeout)
+        try:
+            verdict = run_on_world(world, body, spec.size, spec.timeout)
+        except BaseException:  # the world itself broke (not the test): the next test gets a fresh one
+            self.pool.discard()
+            raise
         item.stash[VERDICT] = verdict
+        for title, text in verdict.sections:  # "Captured stdout rank 3" -> terminal, JUnit system-out
+            item.add_report_section("call", title.removeprefix("Captured "), text)
         if verdict.status == "skipped":
             pytest.skip(verdict.reason)
         if verdict.status == "xfailed":
@@ -187,7 +193,6 @@ class WorldSession:
         report = yield
         verdict = item.stash.get(VERDICT, None)
         if call.when == "call" and verdict is not None:
-            report.sections.extend(verdict.sections)
             longrepr = getattr(call.excinfo.value, "__harness_longrepr__", None) if call.excinfo else None
             if longrepr and report.failed:
                 report.longrepr = longrepr
@@ -223,7 +228,7 @@ def _is_xdist_controller(config) -> bool:
 
 def _owns_world(item, world_fixtures: set) -> bool:
     """True for tests that need the world worker: world tests and users of world-owning fixtures."""
-    if WORLD_SPEC in item.stash:
+    if WORLD_SPEC in item.stash or item.get_closest_marker("owns_worlds") is not None:
         return True
     return bool(world_fixtures.intersection(getattr(item, "fixturenames", ())))
 

@@ -22,7 +22,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import RankLeftTest
+from harness.errors import RankLeftExample, RankLeftTest
 from harness.outcomes import RankOutcome
 
 # Fixtures whose value differs per rank: the controller sends a recipe, the rank builds the value.
@@ -298,11 +298,20 @@ def run_body(spec: BodySpec) -> dict:
             if spec.hypothesis_seed is not None:
                 from harness.lockstep import run_hypothesis_test
 
-                run_hypothesis_test(body, kwargs, rank, spec.hypothesis_seed, spec.token)
+                per_rank = {name for name, _, _ in spec.per_rank}
+                run_hypothesis_test(body, kwargs, per_rank, rank, spec.hypothesis_seed, spec.token)
             else:
                 body(**kwargs)
     except BaseException as exc:  # noqa: BLE001 - every way out of a body is an outcome
+        left_example = isinstance(exc, RankLeftExample)
+        if left_example:
+            exc = exc.args[0]
         status, message = classify(exc)
+        if left_example and status == "failed":
+            message += (
+                " (in a hypothesis example, before a collective the other ranks were waiting in: "
+                "they were stopped and shrinking ended here)"
+            )
         if hasattr(exc, "__harness_failing_rank__"):
             message += f" (failed on rank {exc.__harness_failing_rank__}; hypothesis runs on rank 0)"
         longrepr = format_failure(exc) if status == "failed" else ""

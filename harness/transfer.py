@@ -54,7 +54,7 @@ def split_arguments(item) -> tuple[dict, tuple]:
         if name in PER_RANK_FIXTURES and _is_builtin_fixture(item, name):
             payload = str(value) if name in ("tmp_path", "tmpdir") else None
             per_rank.append((name, name, payload))
-        elif name in NOT_TRANSFERABLE and _is_builtin_fixture(item, name):
+        elif name in NOT_TRANSFERABLE and (name == "request" or _is_builtin_fixture(item, name)):
             raise FixtureTransferError(
                 f"{item.nodeid}: fixture {name!r} belongs to the pytest process and cannot be used in "
                 f"a world test body that runs on the ranks; {NOT_TRANSFERABLE[name]}"
