@@ -39,6 +39,17 @@ _CROSS_DEVICE_OPS = {
 }
 
 
+_aten = torch.ops.aten
+# Shape queries torch routes to Python for a wrapper with dynamic sizes and strides: answered by elem.
+_METADATA_OPS = {
+    _aten.sym_size.default, _aten.sym_size.int, _aten.sym_stride.default, _aten.sym_stride.int,
+    _aten.sym_numel.default, _aten.sym_storage_offset.default, _aten.dim.default, _aten.size.default,
+    _aten.size.int, _aten.stride.default, _aten.stride.int, _aten.numel.default, _aten.storage_offset.default,
+    _aten.is_contiguous.default, _aten.is_contiguous.memory_format, _aten.is_strides_like_format.default,
+    _aten.is_non_overlapping_and_dense.default,
+}
+
+
 class FakeDeviceTensor(torch.Tensor):
     """A tensor reporting a simulated device while its data stays in a CPU tensor (``.elem``)."""
 
@@ -59,6 +70,8 @@ class FakeDeviceTensor(torch.Tensor):
             layout=elem.layout,
             device=device,
             requires_grad=elem.requires_grad,
+            # Sizes and strides are asked of elem each time: out= ops resize elem after the wrapper exists.
+            dispatch_sizes_strides_policy="sizes",  # "sizes" makes strides custom too
         )
         wrapper.elem = elem.detach() if elem.requires_grad else elem
         wrapper.fake_device = torch.device(device)
@@ -82,6 +95,8 @@ class FakeDeviceTensor(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        if func in _METADATA_OPS:
+            return func(args[0].elem, *args[1:])
         kwargs = kwargs or {}
         name = func._schema.name
         device = _common_device(name, list(iter_leaves((args, kwargs))))

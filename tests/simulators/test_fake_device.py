@@ -49,6 +49,19 @@ def test_ops_compute_on_the_cpu_and_stay_on_the_device(npu):
     assert unwrap(a).tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
 
 
+def test_out_arguments_resized_by_an_op_keep_their_shape(npu):
+    # arange and out= ops resize their output after the wrapper exists; the shape must follow.
+    steps = torch.arange(3, device="npu:3")
+    assert steps.shape == (3,) and steps.tolist() == [0, 1, 2]
+    out = torch.empty(0, device="npu:3")
+    torch.add(torch.ones(2, 2, device="npu:3"), 1, out=out)
+    assert out.shape == (2, 2) and out.stride() == (2, 1) and out.tolist() == [[2.0, 2.0], [2.0, 2.0]]
+    padded = torch.zeros(4, dtype=torch.long, device="npu:3")
+    padded[:3] = steps
+    assert padded.tolist() == [0, 1, 2, 0] and torch.tensor(steps.shape, device=npu.device).tolist() == [3]
+    assert not torch.randn(3, 4, device="npu:3").t().is_contiguous()
+
+
 @pytest.mark.parametrize("other", ["npu:1", "cpu"])
 def test_mixing_devices_fails_like_the_card(npu, other):
     with pytest.raises(RuntimeError, match=f"{SAME_DEVICE}.*npu:3 and {other}"):
