@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import torch
 from torch import nn
 
 from accelerate_lite import init_empty_weights
@@ -64,3 +65,17 @@ def test_get_keys_to_not_convert_keeps_the_head_and_tied_weights():
         base_model_prefix = "transformer"  # no such child: a base model without a head
 
     assert get_keys_to_not_convert(BaseModel(nn.Linear(2, 2))) == []
+
+
+def test_dispatch_records_the_map_and_refuses_disk_by_name():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    assert bnb_module._dispatch(model, {"0": "cpu", "1": "cpu"}, None).hf_device_map == {"0": "cpu", "1": "cpu"}
+    with pytest.raises(NotImplementedError, match=r"\['1'\].*offload"):
+        bnb_module._dispatch(model, {"0": "cpu", "1": "disk"}, "offload")
+
+
+def test_dispatch_over_several_devices_moves_inputs_to_each_module():
+    # Only the cpu and meta devices exist here: a meta module shows that its input was moved there first.
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2, device="meta"))
+    bnb_module._dispatch(model, {"0": "cpu", "1": "meta"}, None)
+    assert model(torch.ones(1, 2)).is_meta
