@@ -144,6 +144,8 @@ def _torch_xla_modules(host, version):
     top = _package(
         "torch_xla", "simulated torch_xla (collectives on torch.distributed)", __version__=version,
         core=core, runtime=runtime, distributed=distributed, device=xm.xla_device, sync=xm.mark_step,
+        # torch_xla.launch runs fn(*args) on every replica; here each process is one replica.
+        launch=lambda fn, args=(), start_method="spawn", debug_single_process=False: fn(*args),
     )
     return {
         "torch_xla": top,
@@ -184,6 +186,11 @@ def _xla_model(host):
     def xla_device(n=None, devkind=None):
         # PJRT gives every process one addressable device, xla:0 (as on a real TPU host).
         return torch.device("xla", 0 if n is None else n)
+
+    def xla_real_devices(devices):
+        # "xla:0" -> "TPU:<ordinal>" as PJRT names the device behind it.
+        return [f"{host.env_device_type()}:{get_ordinal() if torch.device(d).index in (None, 0) else torch.device(d).index}"
+                for d in devices]
 
     def all_reduce(reduce_type, inputs, scale=1.0, groups=None, pin_layout=True):
         if reduce_type not in _REDUCE_OPS:
@@ -255,6 +262,7 @@ def _xla_model(host):
         "torch_xla.core.xla_model", "simulated torch_xla.core.xla_model",
         xrt_world_size=xrt_world_size, get_ordinal=get_ordinal, get_local_ordinal=get_local_ordinal,
         is_master_ordinal=is_master_ordinal, xla_device=xla_device, xla_device_hw=lambda device: host.env_device_type(),
+        xla_real_devices=xla_real_devices,
         all_reduce=all_reduce, all_gather=all_gather, collective_broadcast=collective_broadcast,
         mesh_reduce=mesh_reduce, rendezvous=rendezvous, save=save, optimizer_step=optimizer_step,
         mark_step=lambda wait=False, reset_scope=True: None, wait_device_ops=lambda devices=(): None,

@@ -207,6 +207,13 @@ def test_torch_xla_stand_in_on_one_process():
         assert xm.mesh_reduce("tag", 5, sum) == 5 and xm.rendezvous("tag") == [b""]
         with pytest.raises(ValueError, match="reduce_type"):
             xm.all_reduce("median", tensor)
+        assert xm.xla_real_devices([xm.xla_device()]) == ["TPU:1"]
+        import torch_xla
+
+        assert torch_xla.launch(lambda a, b: a + b, args=(2, 3)) == 5
+        # The catalog applies the TPU with device tags: the library moves tensors to xm.xla_device().
+        placed = torch.ones(2).to(xm.xla_device())
+        assert placed.device == torch.device("xla", 0) and placed.tolist() == [1.0, 1.0]
 
 
 def test_profiles_do_not_nest():
