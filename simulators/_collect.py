@@ -13,7 +13,6 @@ import pickle
 import signal
 import sys
 import time
-from multiprocessing.connection import wait
 
 from simulators import _collectives
 from simulators._protocol import Raised, Returned, dispatch
@@ -117,9 +116,9 @@ class _Collector:
                 if now >= failed_at + FAILURE_GRACE or (now >= failed_at + BLOCKED_CHECK_AFTER and self._all_blocked()):
                     break
                 wake = min(deadline, now + POLL)
-            self._receive(wait([self.inc.conns[r] for r in self.pending] + [self.res.zygote], wake - now))
+            self._receive(self.inc.selector(self.res.zygote).select(wake - now))
         if self.died:
-            self._receive(wait([self.inc.conns[r] for r in self.pending], CRASH_SETTLE))
+            self._receive(self.inc.selector(self.res.zygote).select(CRASH_SETTLE))
         self._emit_output()
         if self.died:
             raise self._crashed()
@@ -133,15 +132,14 @@ class _Collector:
         return self._results()
 
     def _receive(self, ready) -> None:
-        by_conn = {conn: rank for rank, conn in enumerate(self.inc.conns)}
-        for obj in ready:
-            if obj is self.res.zygote:
+        for key, _ in ready:
+            rank = key.data
+            if rank is None:
                 if not self.res.zygote.drain():
                     self.died |= self.pending  # the zygote died and its ranks with it
                 continue
-            rank = by_conn[obj]
             try:
-                event = obj.recv()
+                event = key.fileobj.recv()
             except (EOFError, OSError):
                 self.died.add(rank)
                 self.pending.discard(rank)

@@ -33,6 +33,40 @@ VENDOR_PREFIXES = ("torch_npu", "intel_extension_for_pytorch", "torch_xla", "hab
 STATE_CLASSES = ("PartialState", "AcceleratorState", "GradientState")
 
 
+# Watched modules get a ModuleType subclass whose __setattr__/__delattr__ note the module here,
+# so a call that patched nothing costs no comparison of ~3000 attributes. Writes straight into a
+# module's __dict__ (its own code rebinding globals) are not seen, and are not ours to undo.
+_touched: set = set()
+_watching_types: dict = {}
+
+
+def _watching_type(cls: type) -> type:
+    watching = _watching_types.get(cls)
+    if watching is None:
+
+        def __setattr__(self, name, value):
+            _touched.add(id(self))
+            cls.__setattr__(self, name, value)
+
+        def __delattr__(self, name):
+            _touched.add(id(self))
+            cls.__delattr__(self, name)
+
+        watching = type(cls.__name__, (cls,), {"__setattr__": __setattr__, "__delattr__": __delattr__,
+                                                "__module__": cls.__module__})
+        _watching_types[cls] = _watching_types[watching] = watching
+    return watching
+
+
+def _watch(module) -> bool:
+    """Make attribute writes on ``module`` visible; False where its class cannot be swapped."""
+    try:
+        module.__class__ = _watching_type(type(module))
+        return True
+    except TypeError:
+        return False
+
+
 def _vendor_modules() -> dict:
     if not any(name in sys.modules for name in VENDOR_PREFIXES):
         return {}  # the common case, without scanning sys.modules
@@ -89,7 +123,9 @@ class Baseline:
         self.environ_data = dict(_environ_data())
         self.cwd = os.getcwd()
         self.switches = _torch_switches()
-        self.attributes = {}
+        self.attributes = {}  # id(module) -> (module, its attributes)
+        self.unwatched = set()  # ids of modules compared after every call (class swap refused)
+        self.modules_seen = -1
         self._watch_new_modules()
         self.vendors = _vendor_modules()
         self.privateuse1 = _privateuse1_name()
@@ -99,10 +135,15 @@ class Baseline:
         self.torch_rng = torch.get_rng_state()
 
     def _watch_new_modules(self) -> None:
+        if len(sys.modules) == self.modules_seen:
+            return
+        self.modules_seen = len(sys.modules)
         for name in WATCHED_MODULES:
             module = sys.modules.get(name)
-            if module is not None and name not in self.attributes:
-                self.attributes[name] = (module, dict(vars(module)))
+            if module is not None and id(module) not in self.attributes:
+                self.attributes[id(module)] = (module, dict(vars(module)))
+                if not _watch(module):
+                    self.unwatched.add(id(module))
 
     def before_call(self) -> None:
         """Reset RNG states and the accelerate_lite state singletons."""
@@ -150,7 +191,9 @@ class Baseline:
 
     def _restore_attributes(self) -> bool:
         changed = False
-        for module, saved in self.attributes.values():
+        suspects = (_touched | self.unwatched) & self.attributes.keys()
+        _touched.clear()
+        for module, saved in (self.attributes[key] for key in suspects):
             current = vars(module)
             try:
                 if current == saved:  # C-level, identity first: the common case costs ~20 us for torch
@@ -169,6 +212,7 @@ class Baseline:
                         continue
                     delattr(module, key)
                     changed = True
+        _touched.clear()  # our own restoring writes
         return changed
 
     def _restore_vendor_modules(self) -> bool:

@@ -144,6 +144,7 @@ class _Rank:
         self.slot = slot
         self.sys_path = list(sys.path)
         self.by_path = {}
+        self.functions = {}  # FnRef -> function, resolved once
         self.baseline: Optional[_hygiene.Baseline] = None
 
     def serve(self) -> None:
@@ -163,12 +164,14 @@ class _Rank:
     def on_call(self, call: Call) -> None:
         if call.sys_path is not None:
             self.sys_path = list(call.sys_path)
-        sys.path[:] = self.sys_path
-        if os.getcwd() != call.cwd:
+        if sys.path != self.sys_path:
+            sys.path[:] = self.sys_path
+        if call.cwd != self.baseline.cwd:
             os.chdir(call.cwd)
+            self.baseline.cwd = call.cwd
         self.baseline.before_call()
         try:
-            fn = self.resolve(call.fn)
+            fn = self.functions.get(call.fn) or self.resolve(call.fn)
             args, kwargs = pickle.loads(call.payload)
             result = fn(*args, **kwargs)
             try:
@@ -178,14 +181,19 @@ class _Rank:
                     f"{call.fn.qualname} returned a {type(result).__name__} that cannot be pickled back to "
                     f"the controller ({error}); return plain data (numbers, lists, dicts, tensors)"
                 ) from None
-            event = Returned(call.call_id, self.rank, payload, (), ())
+            raised = None
         except BaseException as error:  # noqa: BLE001 - SystemExit/KeyboardInterrupt are reported too
-            event = self.raised(call, error)
-        sys.path[:] = self.sys_path
+            raised = self.raised(error)
+        if sys.path != self.sys_path:
+            sys.path[:] = self.sys_path
         reasons = self.baseline.after_call(self.slot.take_failed())
-        self.conn.send(dataclasses.replace(event, output=self.output.take(), recycle=reasons))
+        output = self.output.take()
+        if raised is None:
+            self.conn.send(Returned(call.call_id, self.rank, payload, output, reasons))
+        else:
+            self.conn.send(Raised(call.call_id, self.rank, *raised, output, reasons))
 
-    def raised(self, call: Call, error: BaseException) -> Raised:
+    def raised(self, error: BaseException) -> tuple:
         frames = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
         text = f"rank {self.rank} of {self.config.size} (pid {os.getpid()}):\n" + "".join(frames)
         try:
@@ -196,7 +204,7 @@ class _Rank:
         name = type(error).__qualname__
         module = type(error).__module__
         exc_type = name if module == "builtins" else f"{module}.{name}"
-        return Raised(call.call_id, self.rank, text, exc_type, str(error), exc_pickle, (), ())
+        return text, exc_type, str(error), exc_pickle
 
     def resolve(self, ref: FnRef):
         """Find ``ref`` by module name, else by loading the module's file."""
@@ -214,6 +222,7 @@ class _Rank:
         obj = module
         for part in ref.qualname.split("."):
             obj = getattr(obj, part)
+        self.functions[ref] = obj
         return obj
 
     def load_file(self, ref: FnRef):

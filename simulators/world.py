@@ -13,6 +13,7 @@ import atexit
 import itertools
 import os
 import pickle
+import selectors
 import shutil
 import signal
 import socket
@@ -85,6 +86,22 @@ class _Incarnation:
         self.ready = False
         self.dead = False
         self.promoted = False  # was the standby; if it failed to start, a fresh one is tried once
+        self._selector: Optional[selectors.BaseSelector] = None
+
+    def selector(self, zygote) -> selectors.BaseSelector:
+        """One epoll over the ranks' sockets (data: rank) and the zygote's (data: None), kept across calls."""
+        if self._selector is None:
+            self._selector = selectors.DefaultSelector()
+            for rank, conn in enumerate(self.conns):
+                self._selector.register(conn, selectors.EVENT_READ, rank)
+            self._selector.register(zygote, selectors.EVENT_READ, None)
+        return self._selector
+
+    def close(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+        for conn in self.conns:
+            conn.close()
 
 
 class _Resources:
@@ -117,8 +134,7 @@ class _Resources:
             self.await_exits(inc.pids, EXIT_WAIT)
             for pid in inc.pids:
                 self.zygote.exits.pop(pid, None)
-        for conn in inc.conns:
-            conn.close()
+        inc.close()
         shutil.rmtree(inc.tmpdir, ignore_errors=True)
 
     def await_spawned(self, inc: _Incarnation, limit: float) -> bool:
@@ -239,6 +255,15 @@ class World:
         if inc.pids is None and not self._res.await_spawned(inc, START_TIMEOUT):
             raise self._start_error(inc, "the zygote did not report the forked ranks")
         return inc.pids
+
+    @property
+    def all_pids(self) -> tuple:
+        """Process ids of every rank process the world holds: the ranks in use, then the standby's."""
+        pids = self.pids
+        standby = self._res.standby
+        if standby is not None and not standby.dead and self._res.await_spawned(standby, START_TIMEOUT):
+            pids += standby.pids
+        return pids
 
     @property
     def closed(self) -> bool:
