@@ -186,9 +186,10 @@ class PartialState:
         if self.distributed_type in TORCH_DISTRIBUTED_TYPES:
             dist.barrier()
         elif self.distributed_type == DistributedType.TPU:
-            import torch_xla.core.xla_model as xm
+            # not xm.rendezvous: it pins layouts, which hangs replicas that are threads (utils/ops/xla_replicas.py)
+            from .utils.ops.xla_replicas import barrier
 
-            xm.rendezvous("accelerate_lite.wait_for_everyone")
+            barrier()
 
     def destroy_process_group(self, group=None) -> None:
         """Destroy `group` (the default group when None) if torch.distributed is initialised.

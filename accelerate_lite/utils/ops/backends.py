@@ -2,7 +2,7 @@
 
 - `TorchDistributedBackend`: torch.distributed (gloo: list all_gather; NCCL and the other device
   backends: all_gather_into_tensor into one buffer), with the structure coalesced (see packing.py);
-- `XlaBackend`: torch_xla (`xm.all_gather`, `xm.all_reduce` with a scale, `xm.mesh_reduce` for objects);
+- `XlaBackend`: torch_xla (`xm.all_gather`, `xm.all_reduce` with a scale; objects through the host, see xla_replicas);
 - `OneProcessBackend`: nothing to exchange; the ops hand their inputs back as upstream does.
 
 `current_backend()` is the one place that picks among them, from the `PartialState`'s distributed type.
@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ..enums import DistributedType
+from . import xla_replicas
 from .packing import pack_groups, unpack_gathered, unpack_into, unpack_views
 
 _TORCH_DISTRIBUTED_TYPES = frozenset(
@@ -206,38 +207,41 @@ class XlaBackend:
         self.num_processes = num_processes
         self.process_index = process_index
 
+    # Syncs go through xla_replicas.sync (one compile at a time), no layout is pinned and objects do not
+    # use xm.mesh_reduce: replicas that are threads of one process (PJRT CPU, TPU v2/v3) otherwise never
+    # meet in a collective and XLA aborts the process (see xla_replicas.py; ci/xla/ runs them for real).
+
     def gather(self, tensors):
         results: list = [None] * len(tensors)
+        # replicas may hold different pending graphs; cut them so the gather graph is the same everywhere
+        xla_replicas.sync()
         for pack in pack_groups(tensors, as_bytes=False, fresh=False):
             gathered = self.xm.all_gather(pack.buffer, pin_layout=False)
             for index, tensor in unpack_gathered(pack, gathered, self.num_processes):
                 results[index] = tensor
-        self.xm.mark_step()
+        xla_replicas.sync()
         return results
 
     def broadcast(self, tensors, src):
-        # XLA has no broadcast: rank src's values travel through the host, one rendezvous for all
-        values = self.xm.mesh_reduce("accelerate_lite.broadcast", [t.cpu() for t in tensors], lambda xs: xs[src])
+        # XLA has no broadcast: rank src's values travel through the host, one exchange for all
+        values = xla_replicas.broadcast_object([t.cpu() for t in tensors], src, self.process_index)
         for tensor, value in zip(tensors, values):
             tensor.copy_(value.to(tensor.device))
         return list(tensors)
 
     def all_reduce(self, tensors, *, scale, divisor):
         clones = [tensor.clone() for tensor in tensors]
-        # replicas may hold different pending graphs; cut them so the reduce graph is the same everywhere
-        self.xm.mark_step()
-        self.xm.all_reduce(self.xm.REDUCE_SUM, clones, scale=scale)
-        self.xm.mark_step()
+        xla_replicas.all_reduce_sum(clones, scale=scale)
         if divisor != 1:
             for clone in clones:
                 clone /= divisor
         return clones
 
     def gather_objects(self, obj):
-        return list(self.xm.mesh_reduce("accelerate_lite.gather_object", obj, list))
+        return xla_replicas.all_gather_objects(obj)
 
     def broadcast_objects(self, objects, src):
-        objects[:] = self.xm.mesh_reduce("accelerate_lite.broadcast_object_list", list(objects), lambda xs: xs[src])
+        objects[:] = xla_replicas.broadcast_object(list(objects), src, self.process_index)
 
 
 _PARTIAL_STATE = None  # the class, imported late (state imports utils)
@@ -267,9 +271,10 @@ def current_state_and_backend():
     global _cache
     state = _partial_state()
     key = (state.distributed_type, state.num_processes, state.process_index, state.backend, state.device)
-    if _cache[0] != key:
-        _cache = (key, _make_backend(state))
-    return state, _cache[1]
+    cached = _cache  # read once: XLA replicas that are threads of one process replace it concurrently
+    if cached[0] != key:
+        cached = _cache = (key, _make_backend(state))
+    return state, cached[1]
 
 
 def current_backend() -> Backend:
