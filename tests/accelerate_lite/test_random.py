@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import simulators
 from accelerate_lite import PartialState, debug_launcher, synchronize_rng_states
 from accelerate_lite.utils import set_seed, synchronize_rng_state
 
@@ -79,3 +80,34 @@ def test_only_the_named_generators_are_synchronized():
     results = debug_launcher(_synchronized_streams, (["generator"],), num_processes=2)
     (_, (torch0, gen0)), (_, (torch1, gen1)) = results
     assert gen0 == gen1 and torch0 != torch1
+
+
+DEVICE_RNG = {"cuda": "cuda", "npu": "npu", "xpu": "xpu", "xla": "xla"}
+
+
+def _device_rng_state(kind):
+    if kind == "xla":
+        import torch_xla.core.xla_model as xm
+
+        return xm.get_rng_state()
+    return getattr(torch, kind).get_rng_state().tolist()
+
+
+def _synchronized_on_profile(kind):
+    rank = PartialState().process_index
+    set_seed(10 + rank)
+    generator = torch.Generator().manual_seed(rank)
+    rng_types = ["torch", "generator"] + ([DEVICE_RNG[kind]] if kind in DEVICE_RNG else [])
+    synchronize_rng_states(rng_types, generator=generator)
+    device_state = _device_rng_state(kind) if kind in DEVICE_RNG else None
+    return torch.rand(2).tolist(), torch.rand(2, generator=generator).tolist(), device_state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(simulators.PROFILES))
+def test_synchronize_on_every_simulated_profile(name):
+    """The device generators (cuda, npu, xpu, xla) go through the same broadcast on simulated hardware."""
+    kind = simulators.get_profile(name).kind
+    with simulators.World(2, profile=name) as world:
+        first, second = world.run(_synchronized_on_profile, kind)
+    assert first == second
