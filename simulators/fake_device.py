@@ -183,7 +183,7 @@ def _target_device(kwargs, device):
     if requested is not None:
         requested = torch.device(requested)
         if requested.type == _installed:
-            return requested
+            return _device_of(requested)
         return None
     return device
 
@@ -238,9 +238,11 @@ def _inert_module(name):
 
 
 def _device_of(device):
-    device = torch.device(device) if device is not None else torch.device(_installed, 0)
+    """The indexed fake device a device argument means ("npu" alone: the current device)."""
+    device = torch.device(device) if device is not None else torch.device(_installed)
     if device.index is None:
-        device = torch.device(device.type, 0)
+        module = getattr(torch, device.type, None)
+        device = torch.device(device.type, module.current_device() if module is not None else 0)
     return device
 
 

@@ -35,6 +35,11 @@ def test_factories_and_moves_carry_the_npu_device(npu):
     assert moved.to("npu:5").device.index == 5 and moved.device.index == 3
     assert moved.to(torch.float16).dtype == torch.float16 and moved.to(torch.float16).device == npu.device
     assert "device='npu:3'" in repr(ones)
+    # A factory's "npu" without an index means the current device, as on the card. (.to("npu") from the
+    # CPU gets index 0 from torch's C++ device guard, which Python cannot answer: see the README.)
+    assert torch.zeros(1, device="npu").device == npu.device
+    torch.npu.set_device(5)
+    assert torch.zeros(1, device="npu").device == torch.device("npu", 5)
 
 
 def test_ops_compute_on_the_cpu_and_stay_on_the_device(npu):
