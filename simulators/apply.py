@@ -44,15 +44,6 @@ HARDWARE_ENV_VARS = (
     "PJRT_DEVICE", "XRT_TPU_CONFIG", "TPU_NAME", "COLAB_TPU_ADDR", "TPU_NUM_DEVICES", "GPU_NUM_DEVICES",
 )
 
-# Which functions apply_profile replaces, per module (for the matching kind; see README "Hardware profiles").
-PATCHED_FUNCTIONS = {
-    "torch.cuda": sorted(device_functions(SimulatedHost(get_profile("8xH100")))),
-    "torch.cuda.memory": ["mem_get_info"],
-    "torch.xpu": sorted(device_functions(SimulatedHost(get_profile("4xMax1550")))),
-    "torch.npu": sorted(device_functions(SimulatedHost(get_profile("8xAscend910B")))),
-    "torch.mps": sorted(mps_functions(SimulatedHost(get_profile("mps-m2")))),
-    "torch.backends.mps": ["is_available", "is_built"],
-}
 
 _MISSING = object()
 _lock = threading.Lock()
@@ -172,14 +163,19 @@ def _install_npu(patches, host, fake_tensors):
     # torch.get_device_module is functools.cache'd: forget the module it handed out, after restoring too.
     patches.call_on_undo(_forget_device_modules)
     module = types.ModuleType("torch.npu", "simulated torch.npu (simulators.apply_profile)")
-    module.__dict__.update(device_functions(host))
-    # What torch's own helpers ask a PrivateUse1 runtime module (autocast, fork_rng, lazy init checks).
-    amp_dtypes = [torch.float16] + ([torch.bfloat16] if host.profile.bf16 else [])
-    module.get_amp_supported_dtype = lambda: list(amp_dtypes)
-    module.is_initialized = lambda: True
+    module.__dict__.update(_npu_functions(host))
     patches.setattr(torch, "npu", module)
     patches.set_module("torch.npu", module)
     _forget_device_modules()
+
+
+def _npu_functions(host):
+    functions = device_functions(host)
+    # What torch's own helpers ask a PrivateUse1 runtime module (autocast, fork_rng, lazy init checks).
+    amp_dtypes = [torch.float16] + ([torch.bfloat16] if host.profile.bf16 else [])
+    functions["get_amp_supported_dtype"] = lambda: list(amp_dtypes)
+    functions["is_initialized"] = lambda: True
+    return functions
 
 
 def _forget_device_modules():
@@ -285,3 +281,15 @@ def apply_profile(profile_or_name, *, local_rank=0, world_size=1, launcher_env=F
     finally:
         with _lock:
             _active = None
+
+
+# Which functions apply_profile replaces, per module, for a profile of that kind (other kinds get only
+# is_available/device_count answering "none"); see README "Hardware profiles".
+PATCHED_FUNCTIONS = {
+    "torch.cuda": sorted(device_functions(SimulatedHost(get_profile("8xH100")))),
+    "torch.cuda.memory": ["mem_get_info"],
+    "torch.xpu": sorted(device_functions(SimulatedHost(get_profile("4xMax1550")))),
+    "torch.npu": sorted(_npu_functions(SimulatedHost(get_profile("8xAscend910B")))),
+    "torch.mps": sorted(mps_functions(SimulatedHost(get_profile("mps-m2")))),
+    "torch.backends.mps": ["is_available", "is_built"],
+}
