@@ -14,7 +14,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .memory_budget import get_max_memory
-from .sizes import compute_module_sizes
+from .sizes import compute_module_sizes, gc_paused
 from .tied import check_tied_parameters_in_config, find_tied_parameters
 from ...errors import DeviceMapError
 
@@ -122,14 +122,19 @@ def infer_auto_device_map(
     gpus = [device for device in devices if device not in ("cpu", "disk")]
     main_devices = ["mps"] if "mps" in gpus else ([gpus[0], "cpu"] if gpus else ["cpu"])
 
-    module_sizes = compute_module_sizes(model, dtype=dtype, special_dtypes=special_dtypes)
-    tied_parameters = find_tied_parameters(model)
+    with gc_paused():
+        module_sizes = compute_module_sizes(model, dtype=dtype, special_dtypes=special_dtypes)
+        tied_parameters = find_tied_parameters(model)
     if check_tied_parameters_in_config(model) and len(tied_parameters) == 0:
         logger.warning("The model's weights are not tied: call model.tie_weights() before infer_auto_device_map().")
-    planner = _Planner(model, max_memory, devices, main_devices, module_sizes, no_split_module_classes,
-                       tied_parameters, verbose)
-    device_map = planner.run()
-    return clean_device_map(device_map) if clean_result else device_map
+    with gc_paused():
+        planner = _Planner(model, max_memory, devices, main_devices, module_sizes, no_split_module_classes,
+                           tied_parameters, verbose)
+        device_map = planner.run()
+    if not clean_result:
+        return device_map
+    with gc_paused():
+        return clean_device_map(device_map)
 
 
 class _Planner:

@@ -8,6 +8,8 @@ import logging
 import torch
 from torch import nn
 
+from .sizes import walk_modules
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,11 +21,19 @@ class FindTiedParametersResult(list):
         return sum([group[1:] for group in self], [])
 
 
+def _all_parameter_names(model: nn.Module):
+    """Every (name, parameter) under every path, as named_parameters(remove_duplicate=False), in one loop."""
+    for prefix, module, _ in walk_modules(model, remove_duplicate=False):
+        for leaf, param in module._parameters.items():
+            if param is not None:
+                yield (f"{prefix}.{leaf}" if prefix else leaf), param
+
+
 def _alias_names(model: nn.Module) -> tuple[dict[int, str], set[str]]:
     """Return (parameter id -> its first name, the other names of shared parameters)."""
     first_name: dict[int, str] = {}
     aliases: set[str] = set()
-    for name, param in model.named_parameters(remove_duplicate=False):
+    for name, param in _all_parameter_names(model):
         if id(param) in first_name:
             if first_name[id(param)] != name:
                 aliases.add(name)
