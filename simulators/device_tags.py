@@ -106,6 +106,8 @@ class DeviceTagMode(TorchFunctionMode):
         move = _MOVES.get(func)
         if move is not None:
             return self._move(move, func, args, kwargs)
+        if func is torch.Tensor.__repr__:
+            return _with_device(func(*args, **kwargs), self.tag_of(args[0]))
         if func is torch.Tensor.get_device:
             device = self.device_of(args[0])
             return -1 if device.type == "cpu" else device.index
@@ -198,6 +200,15 @@ class DeviceTagMode(TorchFunctionMode):
                 f"{device} and {other}! (when checking argument for {name}, simulated device tags)"
             )
         return device
+
+
+def _with_device(text, device):
+    """A tensor repr with ``device='cuda:3'`` where torch puts it (before dtype/grad details)."""
+    if device is None:
+        return text
+    cut = min([text.find(mark) for mark in (", dtype=", ", grad_fn=", ", requires_grad=") if mark in text]
+              or [text.rfind(")")])
+    return f"{text[:cut]}, device='{device}'{text[cut:]}"
 
 
 @contextlib.contextmanager

@@ -148,6 +148,8 @@ def test_tags_report_the_simulated_cuda_device(cuda):
     assert moved.to("cuda:3") is moved and moved.cuda(1).device.index == 1 and moved.cpu().device.type == "cpu"
     assert moved.to(torch.float16).device == cuda.device and moved.to(plain).device.type == "cpu"
     assert (placed + moved).device == cuda.device and torch.zeros_like(placed).device == cuda.device
+    assert repr(placed.half()) == "tensor([1., 1.], device='cuda:3', dtype=torch.float16)"
+    assert str(torch.ones(1)) == "tensor([1.])"
 
 
 def test_tags_catch_mixed_devices(cuda):
