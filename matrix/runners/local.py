@@ -47,13 +47,17 @@ class RunSettings:
 
 
 def default_world_factory(settings: RunSettings):
-    """Open a simulators.World for a group: the hardware profile simulated unless settings.real."""
+    """Open a world for a group: a simulators.World with the hardware profile simulated, or with
+    settings.real a RealWorld of processes on this machine's devices."""
 
     def open_world(size: int, hardware: str, backend: str):
+        if settings.real:  # this machine's own devices, on the cell's backend (NCCL needs real GPUs)
+            from .real_world import RealWorld
+
+            return RealWorld(size, backend=backend, timeout=settings.world_timeout)
         import simulators
 
-        profile = None if settings.real else hardware
-        return simulators.World(size, profile=profile, backend=backend, timeout=settings.world_timeout)
+        return simulators.World(size, profile=hardware, backend=backend, timeout=settings.world_timeout)
 
     return open_world
 
@@ -196,7 +200,7 @@ class LocalRunner:
         with tempfile.TemporaryDirectory(prefix="matrix-notes-") as notes:
             try:
                 ranks = world.run(run_cell, cell.id, self.settings.examples, self.settings.seed, notes, setup,
-                                  timeout=self.settings.world_timeout)
+                                  self.settings.real, timeout=self.settings.world_timeout)
                 outcome = ranks[0]
             except Exception as exc:  # WorldError subclasses: hang, crash, rank error
                 error = exc

@@ -53,7 +53,7 @@ def gather_strategy(ctx):
 
 
 def gather_check(ctx, world_input):
-    result = op("gather")(world_input[ctx.rank])
+    result = op("gather")(ctx.local(world_input[ctx.rank]))
     expected = oracles.expected_gather(world_input, distributed=is_distributed(ctx.state))[ctx.rank]
     assert_tree_equal(result, expected, path="gather(x)")
     _check_fp32_conversion(ctx, result)
@@ -82,7 +82,7 @@ def reduce_strategy(ctx):
 
 def reduce_check(ctx, example):
     world_input, reduction = example
-    mine = world_input[ctx.rank]
+    mine = ctx.local(world_input[ctx.rank])
     before = tree_map(torch.clone, mine)
     result = op("reduce")(mine, reduction=reduction)
     expected = oracles.expected_reduce(world_input, reduction, distributed=is_distributed(ctx.state))[ctx.rank]
@@ -98,7 +98,7 @@ def broadcast_strategy(ctx):
 
 def broadcast_check(ctx, example):
     world_input, source = example
-    result = op("broadcast")(world_input[ctx.rank], from_process=source)
+    result = op("broadcast")(ctx.local(world_input[ctx.rank]), from_process=source)
     expected = oracles.expected_broadcast(world_input, source, distributed=is_distributed(ctx.state))[ctx.rank]
     assert_tree_equal(result, expected, path=f"broadcast(x, from_process={source})")
 
@@ -130,7 +130,7 @@ def pad_strategy(ctx):
 
 def pad_check(ctx, example):
     (dim, world_input), pad_index, pad_first = example
-    result = op("pad_across_processes")(world_input[ctx.rank], dim=dim, pad_index=pad_index, pad_first=pad_first)
+    result = op("pad_across_processes")(ctx.local(world_input[ctx.rank]), dim=dim, pad_index=pad_index, pad_first=pad_first)
     expected = oracles.expected_pad_across_processes(world_input, dim, pad_index, pad_first,
                                                      distributed=is_distributed(ctx.state))[ctx.rank]
     assert_tree_equal(result, expected, path=f"pad_across_processes(x, dim={dim}, pad_index={pad_index}, pad_first={pad_first})")

@@ -34,10 +34,20 @@ class Context:
     state: object  # accelerate_lite.PartialState
     shared_dir: str  # the same temporary directory on every rank, removed after the cell
     notes_dir: str | None = None  # where each rank notes its first error (read by the controller on a hang)
+    real: bool = False  # real devices: inputs go to the rank's device (NCCL needs CUDA tensors)
 
     @property
     def is_half(self) -> bool:
         return self.dtype in (torch.float16, torch.bfloat16)
+
+    def local(self, structure):
+        """This rank's input where the operation needs it: on the rank's real device, or as drawn
+        (CPU) in a simulated world, whose profile only changes what the code sees."""
+        if not self.real:
+            return structure
+        from .compare import tree_map
+
+        return tree_map(lambda t: t.to(self.state.device), structure)
 
 
 def _get_profile(name: str):
@@ -55,7 +65,7 @@ def _shared_directory(rank: int) -> str:
 
 
 @contextlib.contextmanager
-def cell_context(cell: Cell, notes_dir: str | None = None):
+def cell_context(cell: Cell, notes_dir: str | None = None, real: bool = False):
     """Put the cell's plugin and precision environment in force and yield a Context.
 
     Raises:
@@ -77,7 +87,7 @@ def cell_context(cell: Cell, notes_dir: str | None = None):
         with patch_environment(**cell.environment()):
             PartialState._reset_state()
             state = PartialState()
-            yield Context(cell, rank, cell.world, dtype, _get_profile(cell.hardware), state, shared, notes_dir)
+            yield Context(cell, rank, cell.world, dtype, _get_profile(cell.hardware), state, shared, notes_dir, real)
     finally:
         PartialState._reset_state()
         if rank == 0:

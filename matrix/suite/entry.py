@@ -55,7 +55,7 @@ def warm_up() -> float:
 
 
 def run_cell(cell_id: str, examples: int, seed: int, notes_dir: str | None = None,
-             setup: tuple[str, str, str] | None = None) -> dict:
+             setup: tuple[str, str, str] | None = None, real: bool = False) -> dict:
     """Run one cell on this rank and return the outcome every rank agreed on.
 
     Args:
@@ -66,6 +66,7 @@ def run_cell(cell_id: str, examples: int, seed: int, notes_dir: str | None = Non
             controller can still report it if the world hangs afterwards.
         setup: a function_reference run first on every rank (fault injection: the world undoes
             module patches after every call, so they are made again for each cell).
+        real: the world runs on real devices; inputs are moved to each rank's device.
 
     Returns:
         A dict: Outcome fields plus "stage" ("setup", "preconditions" or "property") and "seconds".
@@ -79,7 +80,7 @@ def run_cell(cell_id: str, examples: int, seed: int, notes_dir: str | None = Non
     try:
         if setup is not None:
             resolve_function(setup)()
-        with cell_context(cell, notes_dir) as ctx:
+        with cell_context(cell, notes_dir, real) as ctx:
             stage = "preconditions"
             outcome = run_once(ctx, check_preconditions)
             if outcome.ok:

@@ -8,6 +8,7 @@ never desynchronises them. The last failing call is the shrunk example (hypothes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import traceback
@@ -57,13 +58,27 @@ def _error_of(exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
 
 
-def agree(error: dict | None) -> dict[int, dict]:
-    """Every rank's error (None where it passed), exchanged with raw torch.distributed."""
+class RanksDrewDifferently(BaseException):
+    """The ranks drew different examples: continuing would desynchronise their collectives.
+
+    A BaseException so hypothesis does not treat it as a failure to shrink: it ends the property.
+    """
+
+
+def agree(error: dict | None, example=None) -> dict[int, dict]:
+    """Every rank's error (None where it passed), exchanged with raw torch.distributed; also checks
+    that every rank drew the same example (a digest of it travels with the outcome)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return {0: error} if error else {}
+    digest = hashlib.sha1(describe(example, limit=10**6).encode()).hexdigest() if example is not None else None
     outcomes = [None] * dist.get_world_size()
-    dist.all_gather_object(outcomes, error)
-    return {rank: outcome for rank, outcome in enumerate(outcomes) if outcome}
+    dist.all_gather_object(outcomes, (digest, error))
+    digests = {rank: d for rank, (d, _) in enumerate(outcomes)}
+    if len(set(digests.values())) > 1:
+        raise RanksDrewDifferently(
+            f"the ranks drew different examples (digests {digests}); hypothesis must draw identically on every "
+            "rank: start the ranks with the same PYTHONHASHSEED")
+    return {rank: outcome for rank, (_, outcome) in enumerate(outcomes) if outcome}
 
 
 def _failed(failing: dict[int, dict], examples: int, example) -> Outcome:
@@ -100,6 +115,24 @@ def run_once(ctx, check: Callable) -> Outcome:
     return _failed(failing, 1, None) if failing else Outcome(ok=True, examples=1)
 
 
+def _draw_without_local_constants() -> None:
+    """Stop hypothesis from mixing constants of the local modules loaded so far into its draws.
+
+    Ranks load different modules (rank 0 alone saves, ...), so that pool differs between ranks and
+    their draws from one seed would differ (seen on real NCCL ranks). A private hypothesis hook: if
+    it moves, the digest check in agree() still catches the divergence.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+        from sortedcontainers import SortedSet
+
+        empty = providers.Constants(integers=SortedSet(), floats=SortedSet(key=providers.float_to_int),
+                                    bytes=SortedSet(), strings=SortedSet())
+    except (ImportError, AttributeError, TypeError):
+        return
+    providers._get_local_constants = lambda: empty
+
+
 def run_property(ctx, prop: Property, examples: int, seed: int) -> Outcome:
     """Check `prop` on `examples` drawn world inputs, shrinking a failure identically on every rank.
 
@@ -115,6 +148,7 @@ def run_property(ctx, prop: Property, examples: int, seed: int) -> Outcome:
     """
     if prop.strategy is None:
         return run_once(ctx, lambda c: prop.check(c, None))
+    _draw_without_local_constants()
     record = {"calls": 0, "failing": None, "example": None}
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=False, print_blob=False,
@@ -129,13 +163,16 @@ def run_property(ctx, prop: Property, examples: int, seed: int) -> Outcome:
         except Exception as exc:  # reported through the agreement below
             error = _error_of(exc)
             note_error(ctx, error, example)
-        failing = agree(error)
+        failing = agree(error, example)
         if failing:
             record["failing"], record["example"] = failing, example
             raise PropertyFailed(f"failed on rank(s) {sorted(failing)}")
 
     try:
         test()
+    except RanksDrewDifferently as exc:
+        return Outcome(ok=False, examples=record["calls"], rank=ctx.rank, ranks=(ctx.rank,),
+                       error_type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
     except PropertyFailed:
         return _failed(record["failing"], record["calls"], record["example"])
     except HypothesisException as exc:  # Flaky, Unsatisfiable: a failure of its own kind
