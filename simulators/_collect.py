@@ -116,9 +116,9 @@ class _Collector:
                 if now >= failed_at + FAILURE_GRACE or (now >= failed_at + BLOCKED_CHECK_AFTER and self._all_blocked()):
                     break
                 wake = min(deadline, now + POLL)
-            self._receive(self.inc.selector(self.res.zygote).select(wake - now))
+            self._receive(self.inc.selector().select(wake - now))
         if self.died:
-            self._receive(self.inc.selector(self.res.zygote).select(CRASH_SETTLE))
+            self._receive(self.inc.selector().select(CRASH_SETTLE))
         self._emit_output()
         if self.died:
             raise self._crashed()
@@ -135,7 +135,7 @@ class _Collector:
         for key, _ in ready:
             rank = key.data
             if rank is None:
-                if not self.res.zygote.drain():
+                if not self.inc.zygote.drain():
                     self.died |= self.pending  # the zygote died and its ranks with it
                 continue
             try:
@@ -213,13 +213,15 @@ class _Collector:
     def _crashed(self) -> RankCrashed:
         inc = self.inc
         pids = [inc.pids[r] for r in self.died]
-        self.res.await_exits(pids, 2.0)
+        self.res.await_exits(inc, pids, 2.0)
         statuses = {}
         for rank in self.died:
-            exited = self.res.zygote.exits.get(inc.pids[rank])
+            exited = inc.zygote.exits.get(inc.pids[rank])
             statuses[rank] = (exited.exitcode, exited.signal) if exited else (None, None)
         first = min(self.died)
         output = read_outputs(inc.tmpdir, [first], limit=3000)[first][1]
+        if not inc.zygote.alive():
+            output += "\nThe zygote (the parent of every rank) died, and its ranks with it; a new one was started."
         self._rebuild()
         code, sig = statuses[first]
         return RankCrashed(self.fn_name, first, code, sig, statuses, output)

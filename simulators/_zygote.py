@@ -195,6 +195,7 @@ class Zygote:
             stderr=self.log, env=env, start_new_session=True, close_fds=True,
         )
         theirs.close()
+        self.owner = os.getpid()
         self.sock = ours
         self.exits = {}  # pid -> Exited
         self.spawned = {}  # (world_id, incarnation) -> Spawned

@@ -66,7 +66,7 @@ def shutdown() -> None:
     for world in list(_worlds):
         world.close()
     with _lock:
-        if _zygote_handle is not None:
+        if _zygote_handle is not None and _zygote_handle.owner == os.getpid():
             _zygote_handle.stop()
             _zygote_handle = None
 
@@ -77,8 +77,9 @@ atexit.register(shutdown)
 class _Incarnation:
     """One generation of a world's rank processes."""
 
-    def __init__(self, number: int, tmpdir: str, conns: list):
+    def __init__(self, number: int, tmpdir: str, conns: list, zygote: _zygote.Zygote):
         self.number = number
+        self.zygote = zygote  # the parent of these ranks: it reaps them and reports their exits
         self.tmpdir = tmpdir
         self.conns = conns
         self.pids: Optional[tuple] = None
@@ -88,13 +89,13 @@ class _Incarnation:
         self.promoted = False  # was the standby; if it failed to start, a fresh one is tried once
         self._selector: Optional[selectors.BaseSelector] = None
 
-    def selector(self, zygote) -> selectors.BaseSelector:
+    def selector(self) -> selectors.BaseSelector:
         """One epoll over the ranks' sockets (data: rank) and the zygote's (data: None), kept across calls."""
         if self._selector is None:
             self._selector = selectors.DefaultSelector()
             for rank, conn in enumerate(self.conns):
                 self._selector.register(conn, selectors.EVENT_READ, rank)
-            self._selector.register(zygote, selectors.EVENT_READ, None)
+            self._selector.register(self.zygote, selectors.EVENT_READ, None)
         return self._selector
 
     def close(self) -> None:
@@ -108,6 +109,7 @@ class _Resources:
     """What a world must release; kept apart from World so a finalizer can run without it."""
 
     def __init__(self, zygote: _zygote.Zygote, tmpdir: str, store):
+        self.owner = os.getpid()  # a forked copy of the controller must not kill the owner's ranks
         self.zygote = zygote
         self.tmpdir = tmpdir
         self.store = store
@@ -126,14 +128,14 @@ class _Resources:
             except OSError:
                 pass
             for pid in inc.pids:
-                if pid not in self.zygote.exits:
+                if pid not in inc.zygote.exits:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except OSError:
                         pass
-            self.await_exits(inc.pids, EXIT_WAIT)
+            self.await_exits(inc, inc.pids, EXIT_WAIT)
             for pid in inc.pids:
-                self.zygote.exits.pop(pid, None)
+                inc.zygote.exits.pop(pid, None)
         inc.close()
         shutil.rmtree(inc.tmpdir, ignore_errors=True)
 
@@ -142,26 +144,30 @@ class _Resources:
             return True
         deadline = time.monotonic() + limit
         key = (self.world_id, inc.number)
-        while key not in self.zygote.spawned:
+        zygote = inc.zygote
+        while key not in zygote.spawned:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.zygote.alive():
+            if remaining <= 0 or not zygote.alive():
                 return False
-            if wait([self.zygote], remaining) and not self.zygote.drain():
+            if wait([zygote], remaining) and not zygote.drain():
                 return False
-        spawned = self.zygote.spawned.pop(key)
+        spawned = zygote.spawned.pop(key)
         inc.pids, inc.pgid = spawned.pids, spawned.pgid
         return True
 
-    def await_exits(self, pids, limit: float) -> None:
+    def await_exits(self, inc: _Incarnation, pids, limit: float) -> None:
         deadline = time.monotonic() + limit
-        while any(pid not in self.zygote.exits for pid in pids):
+        zygote = inc.zygote
+        while any(pid not in zygote.exits for pid in pids):
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.zygote.alive():
-                return
-            if wait([self.zygote], remaining) and not self.zygote.drain():
+            if remaining <= 0 or not zygote.alive():
+                return  # a dead zygote took its ranks with it (PR_SET_PDEATHSIG)
+            if wait([zygote], remaining) and not zygote.drain():
                 return
 
     def close(self) -> None:
+        if os.getpid() != self.owner:
+            return
         self.kill(self.incarnation)
         self.kill(self.standby)
         self.incarnation = self.standby = None
@@ -309,7 +315,13 @@ class World:
                 conn.send_bytes(message)
             except OSError:
                 pass  # a dead rank shows up as EOF while collecting
-        return _Collector(self, inc, call, limit).collect()
+        try:
+            return _Collector(self, inc, call, limit).collect()
+        except (RankError, WorldTimeout, RankCrashed):
+            raise  # the collector rebuilt the world where the failure required it
+        except BaseException:
+            self._rebuild()  # interrupted (Ctrl-C) or confused mid-call: the ranks may still be busy with it
+            raise
 
     def recycle(self) -> None:
         """Replace the ranks with fresh ones (the next call waits for them if they are not ready yet)."""
@@ -342,10 +354,11 @@ class World:
         """Kill the current ranks (waiting until they are reaped) and promote the standby, or fork anew."""
         self._res.kill(self._res.incarnation)
         standby, self._res.standby = self._res.standby, None
-        if standby is not None and not standby.dead:
+        if standby is not None and not standby.dead and standby.zygote.alive():
             standby.promoted = True
             self._res.incarnation = standby
         else:
+            self._res.kill(standby)
             self._spawn()
         if self.standby:
             self._spawn(standby=True)
@@ -370,7 +383,7 @@ class World:
             for _, theirs in pairs:
                 theirs.close()
         conns = [Connection(ours.detach()) for ours, _ in pairs]
-        inc = _Incarnation(number, tmpdir, conns)
+        inc = _Incarnation(number, tmpdir, conns, zygote)
         if standby:
             self._res.standby = inc
         else:
@@ -426,7 +439,7 @@ class World:
     def _start_error(self, inc: _Incarnation, detail: str) -> WorldStartError:
         outputs = read_outputs(inc.tmpdir, range(self.size), limit=2000)
         self._res.kill(inc)
-        zygote_log = self._res.zygote.log_tail()
+        zygote_log = inc.zygote.log_tail()
         text = f"World(size={self.size}, profile={self.profile!r}) could not start: {detail}"
         for rank, (out, err) in outputs.items():
             if err.strip():

@@ -218,3 +218,12 @@ def test_profile_applies_per_rank():
         assert available is True and count == 8
         assert local_rank == str(rank)
         assert distributed_type.endswith("MULTI_GPU")
+
+
+def test_unknown_event_is_a_protocol_error():
+    from simulators._protocol import Ready, Shutdown, dispatch
+    from simulators.errors import ProtocolError
+
+    assert dispatch(Ready(0, 1), {Ready: lambda event: event.rank}, "rank 0") == 0
+    with pytest.raises(ProtocolError, match="rank 0 sent an event of type 'Shutdown'; expected one of Ready"):
+        dispatch(Shutdown(), {Ready: lambda event: None}, "rank 0")

@@ -91,6 +91,13 @@ def _gone(pids) -> bool:
     return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
 
 
+def _wait_gone(pids, limit=30.0) -> None:
+    deadline = time.monotonic() + limit
+    while not _gone(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pids)
+
+
 def _zygote_children(world) -> set:
     zygote = psutil.Process(psutil.Process(world.pids[0]).ppid())
     return {child.pid for child in zygote.children()}
@@ -247,8 +254,30 @@ def test_world_left_open_at_exit_leaves_no_process(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     ranks, zygote = done.stdout.split("\n")[:2]
-    pids = [int(pid) for pid in ranks.split()] + [int(zygote)]
-    deadline = time.monotonic() + 10
-    while not _gone(pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _gone(pids)
+    _wait_gone([int(pid) for pid in ranks.split()] + [int(zygote)])
+
+
+def test_killed_zygote_takes_its_ranks_and_the_world_recovers(world):
+    pids = world.all_pids
+    zygote = psutil.Process(pids[0]).ppid()
+    os.kill(zygote, signal.SIGKILL)
+    with pytest.raises(RankCrashed, match="zygote"):
+        world.run(all_reduce_ones)
+    _wait_gone(pids + (zygote,))  # they die by PR_SET_PDEATHSIG, on their own time
+    assert world.run(all_reduce_ones) == [8.0] * 8
+    assert psutil.Process(world.pids[0]).ppid() != zygote
+
+
+def test_a_forked_copy_of_the_controller_does_not_close_the_world(world):
+    import simulators.world
+
+    pids = world.pids
+    child = os.fork()
+    if child == 0:  # the copy runs the atexit cleanup; it must leave the owner's ranks alone
+        try:
+            simulators.world.shutdown()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert world.pids == pids
+    assert world.run(all_reduce_ones) == [8.0] * 8
