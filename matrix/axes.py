@@ -6,9 +6,9 @@ preset, an exclusion rule or a report can name them without importing torch or t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from .errors import UnknownAxisValue
 

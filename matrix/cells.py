@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from . import axes
 from .errors import BadCellId
@@ -44,7 +44,7 @@ class Cell:
         return axes.plugin_environment(self.plugin, self.precision, self.world)
 
     @classmethod
-    def parse(cls, cell_id: str) -> "Cell":
+    def parse(cls, cell_id: str) -> Cell:
         """Build a Cell from its id.
 
         Raises:
@@ -113,7 +113,7 @@ class Selection:
     filters: Mapping[str, tuple] = field(default_factory=dict)
 
     @classmethod
-    def from_options(cls, **options) -> "Selection":
+    def from_options(cls, **options) -> Selection:
         """Build from CLI-style options: comma-separated strings, lists, or None for "any"."""
         filters = {}
         for axis, raw in options.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -112,7 +113,7 @@ def command_run(args) -> int:
     runner = make_runner(args.runner, settings, args)
     label = "selection" if (args.cell or args.all_cells) else preset.name
     run = results.RunResult(preset=label, settings={**settings.__dict__, "rank_setup": args.rank_setup},
-                            environment=results.environment(runner.name))
+                            environment=results.environment(os.environ.get("MATRIX_RUNNER", runner.name)))
     started = time.perf_counter()
     with LiveProgress(console, len(cells), enabled=not args.no_progress) as progress:
         run.results = runner.run(cells, on_result=progress.advance)
@@ -165,9 +166,9 @@ def command_report(args) -> int:
 
 
 def command_ci_matrix(args) -> int:
-    from .runners.ci import github_matrix
-
     import json
+
+    from .runners.ci import github_matrix
 
     hardware = args.hardware.split(",") if args.hardware else None
     print(json.dumps(github_matrix(args.preset, hardware)))

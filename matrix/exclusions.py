@@ -14,8 +14,8 @@ its verdict is recomputed on every machine, while the cell id stays the same.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import axes
 from .cells import Cell
@@ -177,7 +177,9 @@ def get_profile(name: str):
 
     if hasattr(simulators, "get_profile"):
         return simulators.get_profile(name)
-    from simulators.profiles import get_profile as lookup  # until simulators re-exports it
+    from simulators.profiles import (
+        get_profile as lookup,  # until simulators re-exports it
+    )
 
     return lookup(name)
 

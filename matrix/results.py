@@ -66,7 +66,7 @@ class CellResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CellResult":
+    def from_dict(cls, data: dict) -> CellResult:
         failure = data.get("failure")
         if failure is not None:
             failure = Failure(**{**failure, "ranks": tuple(failure.get("ranks", ()))})
@@ -134,7 +134,7 @@ class RunResult:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "RunResult":
+    def load(cls, path: str | os.PathLike) -> RunResult:
         """Read a results.json (or the directory holding one).
 
         Raises:
@@ -152,7 +152,7 @@ class RunResult:
         return cls.from_dict(data, str(path))
 
     @classmethod
-    def loads(cls, text: str, source: str = "<results>") -> "RunResult":
+    def loads(cls, text: str, source: str = "<results>") -> RunResult:
         """Read the text of a results.json (e.g. copied out of a container)."""
         try:
             data = json.loads(text)
@@ -161,7 +161,7 @@ class RunResult:
         return cls.from_dict(data, source)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "<results>") -> "RunResult":
+    def from_dict(cls, data: dict, source: str = "<results>") -> RunResult:
         if data.get("schema") != SCHEMA:
             raise ResultsFileError(f"{source} has schema {data.get('schema')!r}; expected {SCHEMA!r}")
         run = cls(preset=data["preset"], settings=data["settings"], environment=data["environment"],
@@ -169,7 +169,7 @@ class RunResult:
         run.results = [CellResult.from_dict(cell) for cell in data["cells"]]
         return run
 
-    def merge(self, other: "RunResult") -> None:
+    def merge(self, other: RunResult) -> None:
         """Add another run's cells (e.g. from a container); a cell id present in both keeps `other`'s."""
         mine = self.by_id()
         for result in other.results:

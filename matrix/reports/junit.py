@@ -40,7 +40,7 @@ def render_junit(run: RunResult) -> str:
     for key, value in {**run.environment, **run.settings}.items():
         ET.SubElement(props, "property", {"name": str(key), "value": str(value)})
     for result in run.results:
-        op, rest = result.cell_id.split("/", 1)
+        op = result.cell_id.split("/", 1)[0]
         case = ET.SubElement(suite, "testcase", {"classname": f"matrix.{op}", "name": result.cell_id,
                                                  "time": f"{result.duration:.3f}"})
         if result.status in (results.FAILED, results.XPASSED):

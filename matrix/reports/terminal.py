@@ -66,8 +66,8 @@ def timing_lines(run: RunResult, slowest: int = 5) -> list[str]:
     if not ran:
         return ["no cell ran"]
     durations = [r.duration for r in ran]
-    lines = [f"time per cell ({len(ran)} run): mean {statistics.mean(durations):.2f}s, "
-             f"median {statistics.median(durations):.2f}s, max {max(durations):.2f}s; wall {run.wall_time:.1f}s"]
+    lines = [(f"time per cell ({len(ran)} run): mean {statistics.mean(durations):.2f}s, "
+              f"median {statistics.median(durations):.2f}s, max {max(durations):.2f}s; wall {run.wall_time:.1f}s")]
     for r in sorted(ran, key=lambda r: -r.duration)[:slowest]:
         lines.append(f"  {r.duration:6.2f}s  {r.cell_id}")
     return lines

@@ -111,7 +111,7 @@ class DockerRunner:
             try:
                 self._client = docker.from_env()
                 self._client.ping()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported as a result
                 raise RunnerError(f"no Docker engine answers at {os.environ.get('DOCKER_HOST', 'the default socket')} "
                                   f"({exc}); start dockerd or set DOCKER_HOST") from None
         return self._client
@@ -132,9 +132,9 @@ class DockerRunner:
 
         client = self.client
         image = self.image or ensure_skeleton_image(client)
-        kwargs = dict(network_mode="none", detach=True, working_dir="/tmp", shm_size="1g",
-                      environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "MATRIX_RUNNER": "docker",
-                                   "COLUMNS": "200"})
+        kwargs = {"network_mode": "none", "detach": True, "working_dir": "/tmp", "shm_size": "1g",
+                  "environment": {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200",
+                                  "MATRIX_RUNNER": "docker"}}
         if self.image is None:
             kwargs["volumes"] = host_mounts()
         if self.gpus:
@@ -151,7 +151,7 @@ class DockerRunner:
             status = container.wait().get("StatusCode")
             try:
                 run = RunResult.loads(_read_archive(container, f"{RESULTS_DIR}/results.json").decode())
-            except Exception as exc:  # no results: the container died before writing them
+            except Exception as exc:  # noqa: BLE001 - no results: the container died before writing them
                 return self._all_errors(cells, f"container exited {status} without results ({exc})",
                                         "\n".join(lines[-60:]), time.perf_counter() - started, on_result)
         finally:

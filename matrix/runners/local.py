@@ -8,15 +8,15 @@ property, and returns the agreed outcome; the controller turns it into a CellRes
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import json
 import os
 import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
-from typing import Callable
 
 from .. import exclusions, results
 from ..cells import Cell
@@ -202,7 +202,7 @@ class LocalRunner:
                 ranks = world.run(run_cell, cell.id, self.settings.examples, self.settings.seed, notes, setup,
                                   self.settings.real, timeout=self.settings.world_timeout)
                 outcome = ranks[0]
-            except Exception as exc:  # WorldError subclasses: hang, crash, rank error
+            except Exception as exc:  # noqa: BLE001 - WorldError subclasses: hang, crash, rank error
                 error = exc
             result = judge(cell, verdict, outcome, error, time.perf_counter() - started, self.settings)
             if error is not None and result.failure is not None:
@@ -217,7 +217,7 @@ class LocalRunner:
 
             # First imports in 8 ranks on a busy 2-core box take long: give them their own deadline.
             world.run(warm_up, timeout=max(300.0, self.settings.world_timeout))
-        except Exception as exc:  # the world never started: every cell of the group is an error
+        except Exception as exc:  # noqa: BLE001 - the world never started: every cell of the group is an error
             for cell in group.cells:
                 failure = _failure_from_world_error(exc, cell.id, self.settings)
                 report(CellResult(cell.id, results.ERROR, reason=verdicts[cell].reason, failure=failure))

@@ -59,7 +59,7 @@ def _rank_main(rank: int, size: int, backend: str, port: int, conn) -> None:
         fn, args = message
         try:
             conn.send(("ok", fn(*args)))
-        except BaseException:  # reported to the controller, which decides
+        except BaseException:  # noqa: BLE001 - reported to the controller, which decides
             conn.send(("error", traceback.format_exc()))
     dist.destroy_process_group()
 

@@ -86,7 +86,7 @@ def run_cell(cell_id: str, examples: int, seed: int, notes_dir: str | None = Non
             if outcome.ok:
                 stage = "property"
                 outcome = run_property(ctx, PROPERTIES[cell.op], examples, cell_seed(cell_id, seed))
-    except Exception as exc:  # setup failed the same way on every rank (a missing library piece)
+    except Exception as exc:  # noqa: BLE001 - setup failed the same way on every rank (a missing library piece)
         import torch.distributed as dist
 
         rank = dist.get_rank() if dist.is_initialized() else 0

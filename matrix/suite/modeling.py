@@ -24,7 +24,7 @@ def _dtype_size(dtype: torch.dtype) -> int:
 def make_model(widths: list[int], seed: int) -> nn.Module:
     """A small MLP: Linear layers of the drawn widths inside nested Sequentials."""
     torch.manual_seed(seed)
-    layers = [nn.Linear(a, b) for a, b in zip(widths, widths[1:])]
+    layers = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
     half = len(layers) // 2
     return nn.Sequential(nn.Sequential(*layers[:half]), *layers[half:])
 

@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch.distributed as dist
-from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import HypothesisException
 
 from ..errors import PropertyFailed
@@ -108,7 +109,7 @@ def run_once(ctx, check: Callable) -> Outcome:
     error = None
     try:
         check(ctx)
-    except Exception as exc:  # any failure of the code under test is a result, not a crash
+    except Exception as exc:  # noqa: BLE001 - any failure of the code under test is a result, not a crash
         error = _error_of(exc)
         note_error(ctx, error)
     failing = agree(error)
@@ -160,7 +161,7 @@ def run_property(ctx, prop: Property, examples: int, seed: int) -> Outcome:
         error = None
         try:
             prop.check(ctx, example)
-        except Exception as exc:  # reported through the agreement below
+        except Exception as exc:  # noqa: BLE001 - reported through the agreement below
             error = _error_of(exc)
             note_error(ctx, error, example)
         failing = agree(error, example)

@@ -28,7 +28,7 @@ def engine():
     root = Path(tempfile.mkdtemp(prefix="matrix-dockerd-"))
     (root / "run").mkdir()
     sock = root / "run" / "docker.sock"
-    log = open(root / "dockerd.log", "w")
+    log = open(root / "dockerd.log", "w")  # noqa: SIM115 - dockerd writes to it until the fixture ends
     process = subprocess.Popen(
         [dockerd, "--storage-driver=overlay2", "--iptables=false", "--bridge=none", f"--data-root={root / 'data'}",
          f"--exec-root={root / 'exec'}", f"--pidfile={root / 'run' / 'dockerd.pid'}", "-H", f"unix://{sock}"],
@@ -39,7 +39,7 @@ def engine():
             client = docker.DockerClient(base_url=f"unix://{sock}")  # asks the engine's API version at once
             client.ping()
             break
-        except Exception:
+        except Exception:  # noqa: BLE001 - reported as a result
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 tail = (root / "dockerd.log").read_text()[-800:]

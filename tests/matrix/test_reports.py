@@ -7,13 +7,13 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
+from matrix_fixtures import make_run
 from rich.console import Console
 
 from matrix import results
 from matrix.reports import render_html, render_junit, write_all
 from matrix.reports.terminal import cell_line, print_report
 from matrix.results import RunResult
-from matrix_fixtures import make_run
 
 
 def test_results_json_round_trips_every_field(tmp_path):

@@ -14,7 +14,7 @@ def break_gather_on_rank_1():
     """Rank setup (runs inside every rank before each cell): gather on rank 1 returns every value + 1."""
     import torch.distributed as dist
 
-    import accelerate_lite.utils as utils
+    from accelerate_lite import utils
 
     if not dist.is_initialized() or dist.get_rank() != 1:
         return
@@ -75,3 +75,30 @@ def test_a_broken_op_on_one_rank_turns_exactly_its_cells_red_with_rank_and_shrun
         assert f"data-cell-id='{cell_id}' data-status='failed'" in page
         assert f'name="{cell_id}"' in junit
     assert "first failing rank: 1" in page and "first failing rank: 1" in junit
+
+
+def test_real_mode_runs_cells_on_this_machines_own_ranks():
+    """--real: no profile simulation; spawned ranks on this CPU machine's gloo (NCCL on a GPU runner)."""
+    got = run(["gather/no/none/w2/gloo/cpu", "broadcast_object_list/no/none/w2/gloo/cpu"], real=True)
+    assert all(r.status == results.PASSED for r in got.values()), {k: r.failure for k, r in got.items()}
+
+
+def draw_by_rank():
+    """Every rank 'draws' its own rank: the agreement must notice and stop, on every rank alike."""
+    import torch.distributed as dist
+
+    from matrix.suite.spmd import RanksDrewDifferently, agree
+
+    try:
+        agree(None, example=dist.get_rank())
+    except RanksDrewDifferently as exc:
+        return str(exc)
+    return "agreed"
+
+
+def test_ranks_that_draw_different_examples_are_stopped_not_left_to_desynchronise():
+    from matrix.runners.real_world import RealWorld
+
+    with RealWorld(2, backend="gloo", timeout=120) as world:
+        answers = world.run(draw_by_rank)
+    assert all("drew different examples" in answer for answer in answers)
