@@ -79,7 +79,8 @@ class WorldSession:
         if self._pool is None:
             from harness.pool import WorldPool
 
-            self._pool = WorldPool()
+            # A standby set of ranks makes rebuilds a swap but doubles the ranks: not under xdist.
+            self._pool = WorldPool(standby=getattr(self.config, "workerinput", None) is None)
         return self._pool
 
     def pytest_sessionfinish(self, session):
@@ -191,12 +192,22 @@ class WorldSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item, call):
         report = yield
-        verdict = item.stash.get(VERDICT, None)
-        if call.when == "call" and verdict is not None:
-            longrepr = getattr(call.excinfo.value, "__harness_longrepr__", None) if call.excinfo else None
-            if longrepr and report.failed:
+        if call.when == "call" and call.excinfo is not None and report.failed:
+            longrepr = getattr(call.excinfo.value, "__harness_longrepr__", None)
+            if longrepr:  # the merged report of every rank replaces this process's traceback
                 report.longrepr = longrepr
         return report
+
+
+def world_pool(config):
+    """Return this pytest process's ``WorldPool``: fixtures that need a world share the tests' one.
+
+    Example (a conftest fixture; mark its tests ``owns_worlds`` or list it in ``world_fixtures``):
+        >>> @pytest.fixture
+        ... def worlds(request):
+        ...     return world_pool(request.config).world
+    """
+    return config.pluginmanager.get_plugin("harness-world-session").pool
 
 
 # ---------------------------------------------------------------------- fixtures

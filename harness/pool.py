@@ -17,7 +17,10 @@ class WorldPool:
     """Hands out the world for a key, keeping at most one alive.
 
     Args:
-        factory: ``factory(size, profile, backend) -> world``; defaults to ``simulators.World``.
+        factory: ``factory(size, profile=, backend=, standby=) -> world``; defaults to ``simulators.World``.
+        standby: let the world keep a second, idle set of ranks so a rebuild after a hang or crash
+            is a swap. It doubles the ranks, so the plugin turns it off under xdist, where the
+            process budget is 2 x workers + 2.
 
     Example:
         >>> pool = WorldPool()
@@ -25,8 +28,9 @@ class WorldPool:
         >>> pool.close()
     """
 
-    def __init__(self, factory=None):
+    def __init__(self, factory=None, standby: bool = True):
         self._factory = factory
+        self._standby = standby
         self._key = None
         self._world = None
         self.started = 0  # how many worlds this pool started (reported at the end of the session)
@@ -41,10 +45,19 @@ class WorldPool:
         factory = self._factory
         if factory is None:
             from simulators.world import World as factory
-        self._world = factory(size, profile=profile, backend=backend)
+        self._world = factory(size, profile=profile, backend=backend, standby=self._standby)
         self._key = key
         self.started += 1
         return self._world
+
+    def world(self, size: int, profile: str | None = None, backend: str = "gloo"):
+        """Return the live world of that size/profile/backend (the one a world test would use).
+
+        Example:
+            >>> world_pool(config).world(4, "8xH100").run(torch.distributed.get_rank)
+            [0, 1, 2, 3]
+        """
+        return self.get((size, profile, backend))
 
     def discard(self) -> None:
         """Close the current world (if any); the next ``get`` starts a fresh one."""
