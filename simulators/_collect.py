@@ -23,7 +23,7 @@ FAILURE_GRACE = 2.0  # seconds the other ranks get to finish after one rank rais
 BLOCKED_CHECK_AFTER = 0.05  # after a failure, ranks all blocked in collectives this long are stuck
 POLL = 0.02  # seconds between looks at the collective slots while in the grace period
 STACK_WAIT = 2.0  # seconds to wait for the faulthandler dumps after SIGUSR1
-CRASH_SETTLE = 0.05  # seconds to wait for other ranks' deaths after the first one
+CRASH_SETTLE = 0.02  # seconds to wait for other ranks' deaths after the first one
 
 
 def read_outputs(tmpdir: str, ranks, limit: int) -> dict:
