@@ -157,11 +157,13 @@ def _broadcast_from_rank_zero(state: torch.Tensor) -> torch.Tensor:
 
     process = PartialState()
     if process.distributed_type == DistributedType.TPU:
-        xm = _xm()
-        state = state.to(xm.xla_device())
-        xm.collective_broadcast([state], pin_layout=False)  # a pinned layout may differ between replicas
-        xm.mark_step()
-        return state.cpu()
+        # Every replica's state gathered, rank 0's kept, through the unpinned, one-compile-at-a-time
+        # all_gather of ops/xla_replicas.py: plain xm collectives can hang replicas that are threads.
+        from .ops.xla_replicas import all_gather
+
+        # uint8 collectives hung on PJRT CPU: the bytes travel as int32
+        wide = state.to(torch.int32) if state.dtype == torch.uint8 else state
+        return all_gather(wide.reshape(1, -1)).cpu()[0].reshape(state.shape).to(state.dtype)
     if process.distributed_type in TORCH_DISTRIBUTED_TYPES and process.num_processes > 1:
         on_device = dist.get_backend() not in _CPU_TENSOR_BACKENDS
         shared = state.to(process.device) if on_device else state.clone()
