@@ -46,7 +46,6 @@ def clear_import_caches() -> None:
 
 def is_module_importable(name: str) -> bool:
     """Whether `import name` would find a module (one already in sys.modules counts, even put there by hand)."""
-    # A module already in sys.modules counts (also one put there by hand, which find_spec rejects).
     if name in sys.modules:
         return sys.modules[name] is not None
     try:
@@ -117,6 +116,9 @@ is_pandas_available = _package_check("pandas")
 is_dvclive_available = _package_check("dvclive")
 is_mlflow_available = _package_check("mlflow", "mlflow", "mlflow-skinny")
 is_pippy_available = _package_check("pippy", "torchpippy", minimum="0.1.1")
+for _name, _check in list(globals().items()):  # the checks built above answer to their public names
+    if _name.startswith("is_") and getattr(_check, "__name__", None) == "check":
+        _check.__name__ = _check.__qualname__ = _name
 
 
 def is_aim_available() -> bool:

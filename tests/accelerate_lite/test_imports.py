@@ -52,6 +52,7 @@ def fresh_caches():
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_every_check_exists_with_upstream_parameters_and_answers_a_bool(name):
     check = getattr(utils, name)
+    assert check.__name__ == name
     assert list(inspect.signature(check).parameters) == CHECKS[name]
     assert isinstance(check(), bool)
 
