@@ -105,9 +105,8 @@ def _synchronized_on_profile(kind):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(simulators.PROFILES))
-def test_synchronize_on_every_simulated_profile(name):
+def test_synchronize_on_every_simulated_profile(worlds, name):
     """The device generators (cuda, npu, xpu, xla) go through the same broadcast on simulated hardware."""
     kind = simulators.get_profile(name).kind
-    with simulators.World(2, profile=name) as world:
-        first, second = world.run(_synchronized_on_profile, kind)
+    first, second = worlds(2, profile=name).run(_synchronized_on_profile, kind)
     assert first == second

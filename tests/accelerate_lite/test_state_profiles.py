@@ -38,10 +38,9 @@ def describe_rank():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(simulators.PROFILES))
-def test_two_ranks_report_the_profile_distributed_type_and_their_devices(name):
+def test_two_ranks_report_the_profile_distributed_type_and_their_devices(worlds, name):
     profile = simulators.get_profile(name)
-    with simulators.World(2, profile=profile) as world:
-        results = world.run(describe_rank)
+    results = worlds(2, profile=name).run(describe_rank)
     expected_devices = {
         "cpu": ["cpu", "cpu"], "mps": ["mps", "mps"], "xla": ["xla:0", "xla:0"],  # PJRT: one device per process
     }.get(profile.kind, [f"{profile.kind}:0", f"{profile.kind}:1"])
