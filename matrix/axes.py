@@ -182,25 +182,30 @@ def axis_values(axis: str) -> tuple:
         >>> axis_values("precision")
         ('no', 'fp16', 'bf16', 'fp8')
     """
-    table = {
-        "op": tuple(OPERATION_BY_NAME),
-        "precision": tuple(PRECISION_BY_NAME),
-        "plugin": tuple(PLUGIN_BY_NAME),
-        "world": WORLD_SIZES,
-        "backend": tuple(BACKEND_BY_NAME),
-        "hardware": HARDWARE,
-    }
-    if axis not in table:
+    if axis not in _AXIS_VALUES:
         raise UnknownAxisValue(f"unknown axis {axis!r}; expected one of {', '.join(AXIS_NAMES)}")
-    return table[axis]
+    return _AXIS_VALUES[axis]
 
 
 def check_axis_value(axis: str, value) -> None:
     """Raise UnknownAxisValue naming the valid values when `value` is not on `axis`."""
+    if value in _AXIS_SETS.get(axis, ()):
+        return
     values = axis_values(axis)
     if value not in values:
         shown = ", ".join(str(v) for v in values)
         raise UnknownAxisValue(f"{axis} {value!r} is not on the {axis} axis; expected one of: {shown}")
+
+
+_AXIS_VALUES = MappingProxyType({
+    "op": tuple(OPERATION_BY_NAME),
+    "precision": tuple(PRECISION_BY_NAME),
+    "plugin": tuple(PLUGIN_BY_NAME),
+    "world": WORLD_SIZES,
+    "backend": tuple(BACKEND_BY_NAME),
+    "hardware": HARDWARE,
+})
+_AXIS_SETS = {axis: frozenset(values) for axis, values in _AXIS_VALUES.items()}  # cells are checked often
 
 
 def plugin_environment(plugin: str, precision: str, world: int) -> dict[str, str]:

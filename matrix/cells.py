@@ -65,9 +65,12 @@ class Cell:
         return cls(op, precision, plugin, int(world[1:]), backend, hardware)
 
 
+_POSITION = {axis: {value: index for index, value in enumerate(axes.axis_values(axis))} for axis in axes.AXIS_NAMES}
+
+
 def _canonical_rank(cell: Cell) -> tuple:
     """Sort key following each axis' canonical order (not alphabetical)."""
-    return tuple(axes.axis_values(axis).index(getattr(cell, axis)) for axis in axes.AXIS_NAMES)
+    return tuple(_POSITION[axis][getattr(cell, axis)] for axis in axes.AXIS_NAMES)
 
 
 def sort_cells(cells: Iterable[Cell]) -> list[Cell]:

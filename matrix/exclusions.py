@@ -94,10 +94,6 @@ def backend_runs_here(backend: str) -> bool:
     return False
 
 
-# Operations whose XLA path creates tensors on the XLA device (the simulated TPU cannot).
-XLA_TENSOR_OPS = ("synchronize_rng_states",)
-
-
 def _capability(profile) -> tuple:
     return tuple(getattr(profile, "capability", None) or ())
 
@@ -152,13 +148,6 @@ RULES: tuple[Rule, ...] = (
         "fp8 needs a CUDA device of compute capability >= 8.9 (Ada/Hopper); {profile.name} is not one",
         lambda cell, p: cell.precision == "fp8" and not (p.kind == "cuda" and _capability(p) >= (8, 9)),
         expect="fp8 requested",
-    ),
-    Rule(
-        "xla-tensors-not-simulated", XFAIL,
-        "the simulated TPU ({profile.name} over gloo) has no XLA tensors; {cell.op} moves its RNG state to the XLA "
-        "device. Runs on a real TPU runner (backend xla)",
-        lambda cell, p: p.kind == "xla" and cell.backend == "gloo" and cell.op in XLA_TENSOR_OPS,
-        expect="XLA",
     ),
     Rule(
         "bf16-unsupported-gpu", XFAIL,

@@ -66,12 +66,16 @@ class RanksDrewDifferently(BaseException):
     """
 
 
-def agree(error: dict | None, example=None) -> dict[int, dict]:
+def digest_of(example) -> str:
+    """A short fingerprint of a drawn example, taken before any operation can change it in place."""
+    return hashlib.sha1(describe(example, limit=10**6).encode()).hexdigest()
+
+
+def agree(error: dict | None, digest: str | None = None) -> dict[int, dict]:
     """Every rank's error (None where it passed), exchanged with raw torch.distributed; also checks
-    that every rank drew the same example (a digest of it travels with the outcome)."""
+    that every rank drew the same example (its digest travels with the outcome)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return {0: error} if error else {}
-    digest = hashlib.sha1(describe(example, limit=10**6).encode()).hexdigest() if example is not None else None
     outcomes = [None] * dist.get_world_size()
     dist.all_gather_object(outcomes, (digest, error))
     digests = {rank: d for rank, (d, _) in enumerate(outcomes)}
@@ -82,13 +86,13 @@ def agree(error: dict | None, example=None) -> dict[int, dict]:
     return {rank: outcome for rank, (_, outcome) in enumerate(outcomes) if outcome}
 
 
-def _failed(failing: dict[int, dict], examples: int, example) -> Outcome:
+def _failed(failing: dict[int, dict], examples: int, example, shown: bool = False) -> Outcome:
     first = min(failing)
     error = failing[first]
     return Outcome(
         ok=False, examples=examples, rank=first, ranks=tuple(sorted(failing)), error_type=error["type"],
         message=error["message"], traceback=error["traceback"],
-        example=None if example is None else describe(example),
+        example=None if example is None else (example if shown else describe(example)),
         per_rank={rank: f"{e['type']}: {e['message']}" for rank, e in failing.items()},
     )
 
@@ -158,15 +162,17 @@ def run_property(ctx, prop: Property, examples: int, seed: int) -> Outcome:
     @given(prop.strategy(ctx))
     def test(example):
         record["calls"] += 1
+        digest = digest_of(example)  # now: broadcast overwrites its input in place, as upstream's does
+        shown = describe(example)
         error = None
         try:
             prop.check(ctx, example)
         except Exception as exc:  # noqa: BLE001 - reported through the agreement below
             error = _error_of(exc)
             note_error(ctx, error, example)
-        failing = agree(error, example)
+        failing = agree(error, digest)
         if failing:
-            record["failing"], record["example"] = failing, example
+            record["failing"], record["example"] = failing, shown
             raise PropertyFailed(f"failed on rank(s) {sorted(failing)}")
 
     try:
@@ -175,7 +181,7 @@ def run_property(ctx, prop: Property, examples: int, seed: int) -> Outcome:
         return Outcome(ok=False, examples=record["calls"], rank=ctx.rank, ranks=(ctx.rank,),
                        error_type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
     except PropertyFailed:
-        return _failed(record["failing"], record["calls"], record["example"])
+        return _failed(record["failing"], record["calls"], record["example"], shown=True)
     except HypothesisException as exc:  # Flaky, Unsatisfiable: a failure of its own kind
         return Outcome(ok=False, examples=record["calls"], rank=ctx.rank, ranks=(ctx.rank,),
                        error_type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())

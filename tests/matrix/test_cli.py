@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from matrix_fixtures import make_run
 
 from matrix.cli import main
@@ -13,6 +14,7 @@ def matrix(*args, cwd):
     return subprocess.run([sys.executable, "-m", "matrix", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 def test_list_shows_cells_verdicts_and_the_exclusion_table(tmp_path):
     done = matrix("list", "--op", "gather", "--world", "8", "--hardware", "2xT4,8xH100", "--precision", "bf16",
                   "--all-cells", cwd=tmp_path)
@@ -30,6 +32,7 @@ def test_list_presets_shows_sizes(tmp_path):
     assert done.returncode == 0 and "quick" in done.stdout and "thorough" in done.stdout
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 def test_ci_matrix_is_json_for_github_actions(tmp_path):
     done = matrix("ci-matrix", "--hardware", "8xH100,tpu-v4-8", cwd=tmp_path)
     include = json.loads(done.stdout)["include"]
@@ -43,6 +46,7 @@ def test_bad_selection_exits_2_with_the_valid_values(tmp_path, capsys):
     assert "expected one of: gather" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 def test_report_rerenders_saved_results_and_exits_1_on_failures(tmp_path):
     make_run().save(tmp_path)
     done = matrix("report", str(tmp_path), cwd=tmp_path)

@@ -46,6 +46,7 @@ def test_not_applicable_wins_over_xfail_and_keeps_only_its_reasons():
     assert "fp8" not in verdict.reason
 
 
+@pytest.mark.slow
 def test_every_rule_hits_some_cell_of_the_whole_product():
     cells = Selection().full_product()
     rows = exclusions.table_rows(cells[::7] + [c for c in cells if c.backend != "gloo"][:2000])

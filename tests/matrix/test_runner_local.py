@@ -87,10 +87,10 @@ def draw_by_rank():
     """Every rank 'draws' its own rank: the agreement must notice and stop, on every rank alike."""
     import torch.distributed as dist
 
-    from matrix.suite.spmd import RanksDrewDifferently, agree
+    from matrix.suite.spmd import RanksDrewDifferently, agree, digest_of
 
     try:
-        agree(None, example=dist.get_rank())
+        agree(None, digest_of(dist.get_rank()))
     except RanksDrewDifferently as exc:
         return str(exc)
     return "agreed"
