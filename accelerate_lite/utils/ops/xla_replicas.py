@@ -42,6 +42,9 @@ def sync() -> None:
     xm = _xm()
     device = xm.xla_device()
     with _SYNC_LOCK:
+        # never an empty graph: an empty sync waited for the other replicas' devices, which were waiting
+        # in a collective for this replica (a deadlock XLA ends by aborting the process)
+        not_empty = torch.zeros(1, device=device) + 1  # noqa: F841 (alive until the sync has run)
         xm.mark_step()
     xm.wait_device_ops(xm.xla_real_devices([device]))  # "CPU:0", "TPU:3": it does not know "xla:0"
 
@@ -100,13 +103,7 @@ def all_gather_objects(obj: Any) -> list:
 def broadcast_object(obj: Any, src: int, rank: int) -> Any:
     """Replica `src`'s picklable `obj` on every replica (the others' `obj` is ignored).
 
-    Only `src`'s bytes travel: the others add zeros to them in one all_reduce.
+    The others send None. (An all_reduce of `src`'s bytes with zeros from the others would move less,
+    but a uint8 all_reduce hung on PJRT CPU: XLA aborted with one replica in the rendezvous.)
     """
-    payload = pickle.dumps(_to_host(obj)) if rank == src else b""
-    size = _sizes(len(payload))[src]
-    buffer = torch.zeros(size, dtype=torch.uint8)
-    if rank == src and size:
-        buffer[:] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
-    on_device = buffer.to(_xm().xla_device())
-    all_reduce_sum([on_device])
-    return pickle.loads(on_device.cpu().numpy().tobytes())
+    return all_gather_objects(obj if rank == src else None)[src]
