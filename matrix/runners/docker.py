@@ -143,7 +143,11 @@ class DockerRunner:
         container = client.containers.create(image, self.command(cells), **kwargs)
         lines = []
         try:
-            container.start()
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                hint = " (--gpus needs the NVIDIA container runtime on the engine's host)" if self.gpus else ""
+                raise RunnerError(f"the Docker engine could not start the container: {exc.explanation or exc}{hint}") from None
             for chunk in container.logs(stream=True, follow=True):
                 for line in chunk.decode(errors="replace").splitlines():
                     lines.append(line)

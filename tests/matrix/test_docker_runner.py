@@ -88,3 +88,14 @@ def test_the_container_sees_the_host_python_read_only(engine):
 
     assert out.decode().strip() == torch.__version__
     assert all(mount["mode"] == "ro" for mount in host_mounts().values())
+
+
+def test_gpus_on_an_engine_without_the_nvidia_runtime_is_a_clear_error(engine):
+    from matrix.errors import RunnerError
+
+    if "nvidia" in (engine.info().get("Runtimes") or {}):
+        pytest.skip("this engine has the NVIDIA runtime: the request would succeed")
+    runner = DockerRunner(RunSettings(examples=1), client=engine, gpus=True, log=lambda line: None)
+    with pytest.raises(RunnerError, match="NVIDIA container runtime"):
+        runner.run([Cell.parse("gather/no/none/w2/gloo/cpu")])
+    assert engine.containers.list(all=True) == []  # the Created container was removed
