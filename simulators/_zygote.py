@@ -1,6 +1,6 @@
 """The zygote: a single-threaded process that imported torch once and forks ranks on request.
 
-The controller starts it with ``python -m simulators._zygote FD`` (a fresh interpreter,
+The controller starts it with ``python -c "...main()" FD`` (a fresh interpreter,
 so it never inherits the controller's threads or CUDA state) and talks to it over an
 AF_UNIX SOCK_SEQPACKET pair: one pickled event per packet, rank sockets passed as
 SCM_RIGHTS. The zygote is the parent of every rank, so it reaps them and reports each
@@ -190,7 +190,7 @@ class Zygote:
         env = {**os.environ, **THREAD_ENV, PRELOAD_ENV: preload,
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "simulators._zygote", str(theirs.fileno())],
+            [sys.executable, "-c", "from simulators._zygote import main; main()", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self.log, env=env, start_new_session=True, close_fds=True,
         )
@@ -262,6 +262,3 @@ class Zygote:
         except OSError:
             pass
 
-
-if __name__ == "__main__":
-    main()

@@ -36,7 +36,7 @@ def _rank_list(ranks) -> str:
 
 # Frames of the world's own machinery, dropped from the stacks shown to users.
 _MACHINERY = ("simulators/_rank.py", "simulators/_protocol.py", "simulators/_zygote.py", "simulators/_collectives.py",
-              "<frozen runpy>")
+              "<frozen runpy>", '"<string>", line 1 in <module>')
 
 
 def trim_stack(stack: str) -> str:
@@ -90,10 +90,20 @@ class RankError(WorldError):
             lines[0] += f"; {_rank_list(self.stopped)} had not finished and were stopped, the world was rebuilt"
             for rank, name in self.collectives.items():
                 lines.append(f"  rank {rank} was blocked in torch.distributed.{name}")
-        for rank, text in self.failures.items():
-            lines.append(f"--- rank {rank}: {self.exc_types[rank]}: {self.messages[rank]}")
+        for ranks, text in _group_tracebacks(self.failures).items():
+            first = ranks[0]
+            lines.append(f"--- {_rank_list(ranks)}: {self.exc_types[first]}: {self.messages[first]}")
             lines.append(text.rstrip())
         super().__init__("\n".join(lines))
+
+
+def _group_tracebacks(failures: dict) -> dict:
+    """``{(ranks...): traceback}``: ranks that failed the same way are shown once (the first one's text)."""
+    groups = {}
+    for rank, text in failures.items():
+        body = text.split("\n", 1)[1] if text.startswith("rank ") else text  # drop "rank r of n (pid p):"
+        groups.setdefault(body, []).append(rank)
+    return {tuple(ranks): failures[ranks[0]] for ranks in groups.values()}
 
 
 class WorldTimeout(WorldError, TimeoutError):

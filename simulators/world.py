@@ -440,7 +440,8 @@ class World:
         outputs = read_outputs(inc.tmpdir, range(self.size), limit=2000)
         self._res.kill(inc)
         zygote_log = inc.zygote.log_tail()
-        text = f"World(size={self.size}, profile={self.profile!r}) could not start: {detail}"
+        profile = getattr(self.profile, "name", self.profile)
+        text = f"World(size={self.size}, profile={profile!r}) could not start: {detail}"
         for rank, (out, err) in outputs.items():
             if err.strip():
                 text += f"\n--- rank {rank} stderr:\n{err.rstrip()}"

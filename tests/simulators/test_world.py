@@ -227,3 +227,8 @@ def test_unknown_event_is_a_protocol_error():
     assert dispatch(Ready(0, 1), {Ready: lambda event: event.rank}, "rank 0") == 0
     with pytest.raises(ProtocolError, match="rank 0 sent an event of type 'Shutdown'; expected one of Ready"):
         dispatch(Shutdown(), {Ready: lambda event: None}, "rank 0")
+
+
+def test_library_functions_run_by_reference(world):
+    assert world.run(dist.get_rank) == list(range(8))
+    assert len(set(world.run(os.getpid))) == 8

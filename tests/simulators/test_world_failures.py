@@ -261,9 +261,9 @@ def test_killed_zygote_takes_its_ranks_and_the_world_recovers(world):
     pids = world.all_pids
     zygote = psutil.Process(pids[0]).ppid()
     os.kill(zygote, signal.SIGKILL)
+    _wait_gone(pids + (zygote,))  # the ranks die by PR_SET_PDEATHSIG once the zygote is really gone
     with pytest.raises(RankCrashed, match="zygote"):
         world.run(all_reduce_ones)
-    _wait_gone(pids + (zygote,))  # they die by PR_SET_PDEATHSIG, on their own time
     assert world.run(all_reduce_ones) == [8.0] * 8
     assert psutil.Process(world.pids[0]).ppid() != zygote
 
@@ -281,3 +281,27 @@ def test_a_forked_copy_of_the_controller_does_not_close_the_world(world):
     os.waitpid(child, 0)
     assert world.pids == pids
     assert world.run(all_reduce_ones) == [8.0] * 8
+
+
+def exit_with_sys_exit():
+    sys.exit(3)
+
+
+def test_sys_exit_in_a_rank_is_an_error_not_a_crash(world):
+    incarnation = world.incarnation
+    with pytest.raises(RankError) as info:
+        world.run(exit_with_sys_exit)
+    assert set(info.value.exc_types.values()) == {"SystemExit"}
+    # eight identical tracebacks are shown once
+    assert str(info.value).count("--- ranks 0, 1, 2, 3, 4, 5, 6, 7: SystemExit: 3") == 1
+    assert world.incarnation == incarnation
+    assert world.run(all_reduce_ones) == [8.0] * 8
+
+
+@pytest.mark.slow
+def test_profile_with_fewer_devices_than_ranks_fails_to_start_naming_the_cause():
+    from simulators import WorldStartError
+
+    with pytest.raises(WorldStartError, match="local_rank=2") as info:
+        World(3, profile="2xT4")
+    assert "rank 2" in str(info.value)
