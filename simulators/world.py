@@ -165,6 +165,12 @@ class _Resources:
             if wait([zygote], remaining) and not zygote.drain():
                 return
 
+    def is_intact(self, inc: _Incarnation) -> bool:
+        """Whether none of the incarnation's ranks is known to have died (while idle, say)."""
+        if inc.dead or not inc.zygote.alive() or not inc.zygote.drain():
+            return False
+        return inc.pids is None or not any(pid in inc.zygote.exits for pid in inc.pids)
+
     def close(self) -> None:
         if os.getpid() != self.owner:
             return
@@ -203,8 +209,10 @@ class World:
             None for plain CPU.
         backend: torch.distributed backend of the group; only "gloo" works on this machine.
         timeout: default deadline of one call, in seconds.
-        standby: keep a second, idle set of ranks joined in its own group, so that a rebuild after a
-            failure only swaps it in (and forks the next standby in the background).
+        standby: keep a second, idle set of ranks joined in their own group, so that a rebuild after a
+            failure only swaps them in (the next standby forks in the background). True: from the
+            start; None: once the world has been rebuilt (a world that failed once tends to fail
+            again, and a healthy one costs nothing extra); False: never.
 
     Raises:
         ValueError, TypeError: for invalid arguments.
@@ -217,7 +225,7 @@ class World:
     """
 
     def __init__(self, size: int, profile: Any = None, backend: str = "gloo", timeout: float = 10.0, *,
-                 standby: bool = True):
+                 standby: Optional[bool] = None):
         if isinstance(size, bool) or not isinstance(size, int):
             raise TypeError(f"World(size={size!r}): size must be an int, got {type(size).__name__}")
         if not 1 <= size <= MAX_RANKS:
@@ -227,7 +235,10 @@ class World:
         self.timeout = _check_timeout(timeout, "World(timeout=...)")
         self.size = size
         self.backend = backend
-        self.standby = bool(standby)
+        if standby not in (None, True, False):
+            raise TypeError(f"World(standby={standby!r}): expected True, False or None")
+        self.standby = standby
+        self._rebuilds = 0
         self.profile = _resolve_profile(profile)
         self.world_id = next(_world_ids)
         self._calls = itertools.count(1)
@@ -244,8 +255,12 @@ class World:
         self._incarnations = itertools.count(1)
         self._finalizer = weakref.finalize(self, self._res.close)
         _worlds.add(self)
-        self._spawn()
-        self._ensure_ready()
+        try:
+            self._spawn()
+            self._ensure_ready()
+        except BaseException:
+            self.close()
+            raise
 
     # --- public ------------------------------------------------------------------------
 
@@ -306,6 +321,9 @@ class World:
         except Exception as error:
             raise TypeError(f"World.run({ref.qualname}): arguments cannot be pickled for the ranks: {error}") from error
         inc = self._ensure_ready()
+        if not self._res.is_intact(inc):  # a rank died between calls (OOM killer, a stray kill): not fn's fault
+            self._rebuild()
+            inc = self._ensure_ready()
         sys_path = tuple(sys.path)
         call = Call(next(self._calls), ref, payload, None if sys_path == self._sent_sys_path else sys_path, os.getcwd())
         self._sent_sys_path = sys_path
@@ -352,16 +370,20 @@ class World:
 
     def _rebuild(self) -> None:
         """Kill the current ranks (waiting until they are reaped) and promote the standby, or fork anew."""
+        self._rebuilds += 1
         self._res.kill(self._res.incarnation)
         standby, self._res.standby = self._res.standby, None
-        if standby is not None and not standby.dead and standby.zygote.alive():
+        if standby is not None and self._res.is_intact(standby):
             standby.promoted = True
             self._res.incarnation = standby
         else:
             self._res.kill(standby)
             self._spawn()
-        if self.standby:
+        if self._wants_standby():
             self._spawn(standby=True)
+
+    def _wants_standby(self) -> bool:
+        return bool(self.standby) or (self.standby is None and self._rebuilds > 0)
 
     def _spawn(self, standby: bool = False) -> None:
         """Ask the zygote for a new incarnation (active, or the standby); do not wait for it."""
@@ -408,7 +430,7 @@ class World:
                 self._spawn()  # the standby broke while idle: one fresh try
                 inc = self._live_incarnation()
                 self._await_ready(inc)
-        if self.standby and self._res.standby is None:
+        if self._wants_standby() and self._res.standby is None:
             self._spawn(standby=True)
         return inc
 

@@ -151,6 +151,7 @@ INVALID = [
     pytest.param(lambda: World(2, timeout=0), ValueError, "positive number", id="World(timeout=0)"),
     pytest.param(lambda: World(2, timeout="5"), TypeError, "number of seconds", id="World(timeout='5')"),
     pytest.param(lambda: World(2, profile="8xNoSuchGPU"), LookupError, "8xNoSuchGPU", id="World(profile='8xNoSuchGPU')"),
+    pytest.param(lambda: World(2, standby="yes"), TypeError, "True, False or None", id="World(standby='yes')"),
 ]
 INVALID_RUN = [
     pytest.param(lambda w: w.run(lambda: 1), TypeError, "module-level", id="run(lambda)"),
