@@ -17,6 +17,9 @@ import torch.distributed as dist
 from simulators import World, WorldClosedError
 from simulators.errors import RankError
 
+# These tests start their own worlds: under xdist the harness runs them on its world worker.
+pytestmark = pytest.mark.owns_worlds
+
 # --- functions the ranks run (module level, so the ranks can find them) --------------------
 
 

@@ -21,6 +21,9 @@ import torch.distributed as dist
 
 from simulators import RankCrashed, RankError, World, WorldTimeout
 
+# These tests start their own worlds: under xdist the harness runs them on its world worker.
+pytestmark = pytest.mark.owns_worlds
+
 HANG_DEADLINE = 4.0
 MARGIN = 30.0  # loaded 2-core box: the error must come soon after the deadline, not exactly at it
 

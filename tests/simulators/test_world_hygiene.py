@@ -14,6 +14,9 @@ import torch.distributed as dist
 
 from simulators import World
 
+# These tests start their own worlds: under xdist the harness runs them on its world worker.
+pytestmark = pytest.mark.owns_worlds
+
 
 @pytest.fixture(scope="module")
 def world():
