@@ -66,8 +66,8 @@ def crash_rank_three(how):
     return all_reduce_ones()
 
 
-def crash_rank_three_of_three():
-    if dist.get_rank() == 2:
+def crash_last_rank():
+    if dist.get_rank() == dist.get_world_size() - 1:
         os._exit(1)
     return all_reduce_ones()
 
@@ -231,7 +231,7 @@ def test_world_without_standby_holds_only_its_ranks():
         assert world.all_pids == world.pids and len(world.pids) == 3
         old = world.pids
         with pytest.raises(RankCrashed):
-            world.run(crash_rank_three_of_three)
+            world.run(crash_last_rank)
         assert _gone(old) and len(world.all_pids) == 3
         assert world.run(all_reduce_ones) == [3.0] * 3
 
@@ -242,6 +242,26 @@ def test_forgotten_world_is_cleaned_up_by_garbage_collection():
     del world
     gc.collect()
     assert _gone(pids)
+
+
+@pytest.mark.slow
+def test_controller_killed_with_sigkill_leaves_no_process(tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent("""
+        import time, psutil, simulators
+        world = simulators.World(3, standby=True)
+        pids = world.all_pids + (psutil.Process(world.pids[0]).ppid(),)
+        print(" ".join(map(str, pids)), flush=True)
+        time.sleep(600)
+    """))
+    controller = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(pid) for pid in controller.stdout.readline().split()]
+    finally:
+        controller.kill()  # no atexit, no finalizer: the zygote sees EOF and takes the ranks down
+        controller.wait()
+    assert len(pids) == 7
+    _wait_gone(pids)
 
 
 @pytest.mark.slow
@@ -318,3 +338,15 @@ def test_profile_with_fewer_devices_than_ranks_fails_to_start_naming_the_cause()
     with pytest.raises(WorldStartError, match="local_rank=2") as info:
         World(3, profile="2xT4")
     assert "rank 2" in str(info.value)
+
+
+def test_two_worlds_side_by_side_fail_independently(world):
+    with World(2) as small:
+        with pytest.raises(RankCrashed):
+            small.run(crash_last_rank)
+        assert world.run(all_reduce_ones) == [8.0] * 8
+        assert small.run(all_reduce_ones) == [2.0] * 2
+        with pytest.raises(RankCrashed):
+            world.run(crash_rank_three, "exit", timeout=60)
+        assert small.run(all_reduce_ones) == [2.0] * 2
+        assert world.run(all_reduce_ones) == [8.0] * 8
