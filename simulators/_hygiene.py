@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -86,6 +87,7 @@ def _torch_switches() -> dict:
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "matmul_precision": torch.get_float32_matmul_precision(),
         "anomaly": torch.is_anomaly_enabled(),
+        "default_device": torch.get_default_device(),
     }
 
 
@@ -96,6 +98,7 @@ _SWITCH_SETTERS = {
     "deterministic": torch.use_deterministic_algorithms,  # imports torch._inductor: only when changed
     "matmul_precision": torch.set_float32_matmul_precision,
     "anomaly": torch.set_anomaly_enabled,
+    "default_device": torch.set_default_device,
 }
 
 
@@ -122,6 +125,8 @@ class Baseline:
         self.environ = dict(os.environ)
         self.environ_data = dict(_environ_data())
         self.cwd = os.getcwd()
+        self.meta_path = list(sys.meta_path)  # profiles add import finders for vendor modules
+        self.warning_filters = list(warnings.filters)
         self.switches = _torch_switches()
         self.attributes = {}  # id(module) -> (module, its attributes)
         self.unwatched = set()  # ids of modules compared after every call (class swap refused)
@@ -167,6 +172,11 @@ class Baseline:
             os.environ.update(self.environ)
         if os.getcwd() != self.cwd:
             os.chdir(self.cwd)
+        if sys.meta_path != self.meta_path:
+            sys.meta_path[:] = self.meta_path
+        if warnings.filters != self.warning_filters:
+            warnings.filters[:] = self.warning_filters
+            warnings._filters_mutated()
         if _torch_switches() != self.switches:
             _set_torch_switches(self.switches)
         vendors_changed = self._restore_vendor_modules()

@@ -54,10 +54,30 @@ def change_torch_switches():
     torch.set_default_dtype(torch.float64)
     torch.set_grad_enabled(False)
     torch.set_num_threads(3)
+    torch.set_default_device("meta")
 
 
 def read_torch_switches():
-    return torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads()
+    return torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads(), str(torch.ones(1).device)
+
+
+def leave_import_hooks_and_warning_filters():
+    import sys
+    import warnings
+
+    class Finder:
+        def find_spec(self, *args):
+            return None
+
+    sys.meta_path.insert(0, Finder())
+    warnings.simplefilter("error")
+
+
+def import_hooks_and_warning_filters():
+    import sys
+    import warnings
+
+    return [type(f).__name__ for f in sys.meta_path].count("Finder"), warnings.filters[0][0]
 
 
 def draw_random_numbers():
@@ -137,7 +157,14 @@ def test_torch_switches_are_restored(world):
     before = world.run(read_torch_switches)
     world.run(change_torch_switches)
     assert world.run(read_torch_switches) == before
-    assert before[0][0] == torch.float32 and before[0][1] is True
+    assert before[0] == (torch.float32, True, 1, "cpu")
+
+
+def test_import_hooks_and_warning_filters_are_restored(world):
+    before = world.run(import_hooks_and_warning_filters)
+    world.run(leave_import_hooks_and_warning_filters)
+    assert world.run(import_hooks_and_warning_filters) == before
+    assert before[0][0] == 0 and before[0][1] != "error"
 
 
 def test_every_call_starts_from_the_same_rng_state(world):
