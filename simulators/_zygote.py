@@ -23,6 +23,7 @@ from typing import Optional
 from simulators._protocol import Exited, SpawnRanks, Spawned, StopZygote, dispatch
 
 MAX_PACKET = 1 << 20
+SEND_LIMIT = 200_000  # one SOCK_SEQPACKET message must fit net.core.wmem_max (212992 by default)
 # Thread pools that would start at import (OpenBLAS via numpy): off, so forking stays safe.
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PRELOAD = ("numpy", "accelerate_lite", "accelerate_lite.utils", "accelerate_lite.state", "simulators")
@@ -208,9 +209,9 @@ class Zygote:
 
     def spawn(self, event: SpawnRanks, fds: list) -> None:
         data = pickle.dumps(event)
-        if len(data) > MAX_PACKET:
-            raise ValueError(f"world configuration pickles to {len(data)} bytes (limit {MAX_PACKET}): "
-                             "a profile or environment this large is not supported")
+        if len(data) > SEND_LIMIT:
+            raise ValueError(f"world configuration pickles to {len(data)} bytes (limit {SEND_LIMIT}, the "
+                             "socket's buffer): shrink the environment or the profile passed to World")
         socket.send_fds(self.sock, [data], fds)
 
     def drain(self, block: bool = False) -> bool:

@@ -80,6 +80,7 @@ class _Incarnation:
     def __init__(self, number: int, tmpdir: str, conns: list, zygote: _zygote.Zygote):
         self.number = number
         self.zygote = zygote  # the parent of these ranks: it reaps them and reports their exits
+        self.sys_path: tuple = ()  # the caller's sys.path as these ranks last received it
         self.tmpdir = tmpdir
         self.conns = conns
         self.pids: Optional[tuple] = None
@@ -242,7 +243,6 @@ class World:
         self.profile = _resolve_profile(profile)
         self.world_id = next(_world_ids)
         self._calls = itertools.count(1)
-        self._sent_sys_path: Optional[tuple] = None
         self._closed = False
         env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
         import torch.distributed as dist
@@ -325,8 +325,8 @@ class World:
             self._rebuild()
             inc = self._ensure_ready()
         sys_path = tuple(sys.path)
-        call = Call(next(self._calls), ref, payload, None if sys_path == self._sent_sys_path else sys_path, os.getcwd())
-        self._sent_sys_path = sys_path
+        call = Call(next(self._calls), ref, payload, None if sys_path == inc.sys_path else sys_path, os.getcwd())
+        inc.sys_path = sys_path
         message = pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
         for conn in inc.conns:
             try:
@@ -406,6 +406,7 @@ class World:
                 theirs.close()
         conns = [Connection(ours.detach()) for ours, _ in pairs]
         inc = _Incarnation(number, tmpdir, conns, zygote)
+        inc.sys_path = config.sys_path  # what these ranks have; calls send it again only when it changed
         if standby:
             self._res.standby = inc
         else:

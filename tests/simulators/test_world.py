@@ -236,3 +236,20 @@ def test_unknown_event_is_a_protocol_error():
 def test_library_functions_run_by_reference(world):
     assert world.run(dist.get_rank) == list(range(8))
     assert len(set(world.run(os.getpid))) == 8
+
+
+def has_path(path):
+    return path in sys.path
+
+
+def test_ranks_follow_the_callers_sys_path_even_after_a_rebuild(tmp_path):
+    with World(2, standby=True) as world:
+        world.run(rank_and_size)  # the standby was forked with the old sys.path
+        sys.path.insert(0, str(tmp_path))
+        try:
+            assert world.run(has_path, str(tmp_path)) == [True, True]
+            world.recycle()  # promotes the standby
+            assert world.run(has_path, str(tmp_path)) == [True, True]
+        finally:
+            sys.path.remove(str(tmp_path))
+        assert world.run(has_path, str(tmp_path)) == [False, False]
