@@ -116,10 +116,26 @@ def expected_reduce(
 
 
 def expected_pad_across_processes(inputs: Sequence[Any], dim: int = 0, pad_index=0, pad_first: bool = False, *, distributed: bool = None) -> list:
-    """pad_across_processes: each tensor padded on `dim` to the largest size over ranks, keeping its dtype."""
+    """pad_across_processes: each tensor padded on `dim` to the largest size over ranks, keeping its dtype.
+
+    Raises:
+        ValueError: pad_index does not fit the dtype of a tensor that has dimension `dim` (checked on
+            every rank, padded or not, so all ranks agree).
+    """
     if not _default_distributed(inputs, distributed):
         return [inputs[0]]
+    zip_map(functools.partial(_check_fits, dim=dim, value=pad_index), inputs)
     return [zip_map(functools.partial(_pad_leaf, rank=rank, dim=dim, value=pad_index, first=pad_first), inputs) for rank in range(len(inputs))]
+
+
+def _check_fits(leaves, *, dim, value):
+    leaf = leaves[0]
+    if -leaf.ndim <= dim < leaf.ndim:
+        try:
+            torch.full((), value, dtype=leaf.dtype)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"pad value {value!r} does not fit {leaf.dtype}") from error
+    return leaf
 
 
 def _pad_leaf(leaves, *, rank, dim, value, first):
@@ -133,7 +149,7 @@ def _pad_leaf(leaves, *, rank, dim, value, first):
     shape = list(own.shape)
     shape[axis] = size
     out = torch.empty(shape, dtype=own.dtype)
-    out[...] = torch.tensor(value).to(own.dtype)
+    out[...] = torch.full((), value, dtype=own.dtype)
     index = [slice(None)] * own.ndim
     index[axis] = slice(size - own.shape[axis], size) if first else slice(0, own.shape[axis])
     out[tuple(index)] = own

@@ -30,6 +30,15 @@ def _world():
     return state, state.process_index, state.num_processes
 
 
+def _tensor_device(state) -> torch.device:
+    """The state's device where tensors can live there, else the CPU (a simulated profile without tags)."""
+    try:
+        torch.empty(0, device=state.device)
+        return state.device
+    except (RuntimeError, NotImplementedError):
+        return torch.device("cpu")
+
+
 def _to_device(data, device):
     if device.type == "cpu":
         return data
@@ -77,16 +86,19 @@ def _clone(data):
     return ops.recursively_apply(lambda t: t.clone(), data)
 
 
-def check_collectives(examples: int = 20, precision: str = "no", max_leaves: int = 5) -> int:
+def check_collectives(examples: int = 20, precision: str = "no", max_leaves: int = 5, dtype_names: tuple = None) -> int:
     """Run gather/broadcast/reduce/pad/object ops on `examples` drawn world inputs; return the count run.
+
+    `dtype_names` (e.g. ("float32", "int64")) restricts the dtypes drawn.
 
     Raises:
         AssertionError: on every rank, naming the example and each rank's failures.
     """
     state, rank, world_size = _world()
     distributed = state.distributed_type != "NO"
-    device = state.device
+    device = _tensor_device(state)
     count = [0]
+    dtype_strategy = st.sampled_from([getattr(torch, name) for name in dtype_names]) if dtype_names else None
 
     @settings(
         max_examples=examples,
@@ -97,9 +109,9 @@ def check_collectives(examples: int = 20, precision: str = "no", max_leaves: int
         suppress_health_check=ALL_HEALTH_CHECKS,
     )
     @given(
-        inputs=strategies.world_inputs(world_size, precision, max_leaves=max_leaves),
+        inputs=strategies.world_inputs(world_size, precision, max_leaves=max_leaves, dtype_strategy=dtype_strategy),
         ragged=st.integers(-3, 2).flatmap(
-            lambda dim: st.tuples(st.just(dim), strategies.world_inputs(world_size, precision, ragged=True, dim=dim, max_leaves=max_leaves))
+            lambda dim: st.tuples(st.just(dim), strategies.world_inputs(world_size, precision, ragged=True, dim=dim, max_leaves=max_leaves, dtype_strategy=dtype_strategy))
         ),
         pad_index=st.one_of(st.integers(-8, 8), st.sampled_from([-1.5, 0.5, 2.0])),
         pad_first=st.booleans(),
@@ -205,7 +217,7 @@ def check_debug_mismatch(case: str, bad_rank: int) -> dict:
     """
     state, rank, world_size = _world()
     state.debug = True
-    device = state.device
+    device = _tensor_device(state)
     odd = rank == bad_rank
     start = time.perf_counter()
     try:
@@ -243,7 +255,7 @@ def check_debug_agreeing_inputs_pass() -> bool:
     state, rank, world_size = _world()
     state.debug = True
     try:
-        device = state.device
+        device = _tensor_device(state)
         data = {"x": _t(2, 3, device=device) + rank}
         assert ops.gather(data)["x"].shape == (2 * world_size, 3)
         assert torch.equal(ops.reduce(data, reduction="sum")["x"].cpu(), torch.full((2, 3), float(sum(range(world_size)))))
@@ -260,8 +272,8 @@ def check_debug_agreeing_inputs_pass() -> bool:
 def check_collective_counts() -> dict:
     """Count the collectives a nested gather/broadcast/reduce issues (the coalescing claim), per op."""
     state, rank, world_size = _world()
-    data = {f"t{i}": torch.full((4, 2), float(rank + i), device=state.device) for i in range(8)}
-    data["ids"] = torch.arange(3, device=state.device) + rank  # a second dtype
+    data = {f"t{i}": torch.full((4, 2), float(rank + i), device=_tensor_device(state)) for i in range(8)}
+    data["ids"] = torch.arange(3, device=_tensor_device(state)) + rank  # a second dtype
     counts = {}
     originals = {name: getattr(dist, name) for name in ("all_gather", "all_gather_into_tensor", "all_reduce", "broadcast")}
     if hasattr(dist, "all_gather_single"):
@@ -304,10 +316,10 @@ def check_invalid_collective_arguments() -> dict:
     calls = {
         "gather([t, 'text'])": lambda: ops.gather([torch.ones(1), "text"]),
         "reduce({'a': 'text'})": lambda: ops.reduce({"a": "text"}),
-        "reduce(int, 'mean')": lambda: ops.reduce(torch.ones(2, dtype=torch.int64, device=state.device)),
-        "broadcast(t, from_process=world_size)": lambda: ops.broadcast(torch.ones(1, device=state.device), from_process=world_size),
+        "reduce(int, 'mean')": lambda: ops.reduce(torch.ones(2, dtype=torch.int64, device=_tensor_device(state))),
+        "broadcast(t, from_process=world_size)": lambda: ops.broadcast(torch.ones(1, device=_tensor_device(state)), from_process=world_size),
         "broadcast_object_list([1], from_process=-1)": lambda: ops.broadcast_object_list([1], from_process=-1),
-        "copy_tensor_to_devices(t on every rank)": lambda: ops.copy_tensor_to_devices(torch.ones(1, device=state.device)),
+        "copy_tensor_to_devices(t on every rank)": lambda: ops.copy_tensor_to_devices(torch.ones(1, device=_tensor_device(state))),
         "gather_object(5)": lambda: ops.gather_object(5),
     }
     seen = {}
@@ -318,5 +330,5 @@ def check_invalid_collective_arguments() -> dict:
         except Exception as error:  # noqa: BLE001 - reported to the test
             seen[name] = (type(error).__name__, str(error))
     # the world still works afterwards: nothing was left half-way through a collective
-    seen["afterwards"] = ops.gather(torch.tensor([rank], device=state.device)).tolist()
+    seen["afterwards"] = ops.gather(torch.tensor([rank], device=_tensor_device(state))).tolist()
     return seen

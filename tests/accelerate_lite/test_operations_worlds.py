@@ -24,24 +24,26 @@ CALL_TIMEOUT = 600.0  # generous: 8 ranks on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def run_world(request):
-    """run_world(n, fn, *args) -> each rank's return value, on an n-rank gloo world."""
+    """run_world(n, fn, *args, profile=None) -> each rank's return value, on an n-rank gloo world."""
     opened = {}
 
-    def run(n, fn, *args):
+    def run(n, fn, *args, profile=None):
         try:
-            return request.getfixturevalue("worlds")(n).run(fn, *args, timeout=CALL_TIMEOUT)
+            return request.getfixturevalue("worlds")(n, profile=profile).run(fn, *args, timeout=CALL_TIMEOUT)
         except pytest.FixtureLookupError:
             pass
         try:
             from simulators import World
         except ImportError:
+            if profile is not None:
+                pytest.skip("simulated hardware profiles need simulators.World")
             return debug_launcher(functools.partial(fn, *args), num_processes=n)
-        if n not in opened:
+        if (n, profile) not in opened:
             for world in opened.values():
                 world.close()
             opened.clear()
-            opened[n] = World(n, timeout=CALL_TIMEOUT)
-        return opened[n].run(fn, *args, timeout=CALL_TIMEOUT)
+            opened[n, profile] = World(n, profile=profile, timeout=CALL_TIMEOUT)
+        return opened[n, profile].run(fn, *args, timeout=CALL_TIMEOUT)
 
     yield run
     for world in opened.values():
@@ -111,3 +113,20 @@ def test_bad_arguments_raise_on_every_rank_and_leave_the_world_usable(run_world)
     assert seen["copy_tensor_to_devices(t on every rank)"][0] == "ValueError"
     assert seen["gather_object(5)"][0] == "TypeError"  # upstream flattens one level: the object must be iterable
     assert seen["afterwards"] == [0, 1]
+
+
+# dtypes the simulated torch_xla runs on gloo (gloo has no int16/uint16 collectives; real XLA has)
+XLA_SIMULATED_DTYPES = ("float32", "bfloat16", "float64", "int32", "int64", "uint8", "bool", "complex64")
+
+
+@pytest.mark.slow
+def test_the_xla_backend_matches_the_oracles_on_a_simulated_tpu(run_world):
+    """The XLA path (xm.all_gather / all_reduce / mesh_reduce) against the oracles, through the simulator's torch_xla."""
+    counts = run_world(2, ops_spmd.check_collectives, _examples(2), "no", 5, XLA_SIMULATED_DTYPES, profile="tpu-v4-8")
+    assert counts == [_examples(2)] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["8xH100", "8xAscend910B"])
+def test_simulated_device_profiles_take_the_torch_distributed_path(run_world, profile):
+    assert run_world(2, ops_spmd.check_collectives, _examples(2) // 2, "bf16", profile=profile) == [_examples(2) // 2] * 2

@@ -72,7 +72,7 @@ def gather_object(object: Any):
     if backend.passthrough:
         return object
     if state.debug:
-        debug.verify(backend, "gather_object", None, debug.NAME_ONLY)
+        debug.verify(backend, "gather_object", None, debug.NAME_ONLY, summary=debug.summarize_object(object))
     return [item for rank_objects in backend.gather_objects(object) for item in rank_objects]
 
 
@@ -125,7 +125,7 @@ def broadcast_object_list(object_list, from_process: int = 0):
     _check_process_index("broadcast_object_list", from_process, backend.num_processes)
     if state.debug:
         params = {"from_process": from_process, "length": len(object_list)}
-        debug.verify(backend, "broadcast_object_list", None, debug.NAME_ONLY, params)
+        debug.verify(backend, "broadcast_object_list", None, debug.NAME_ONLY, params, debug.summarize_object(object_list))
     backend.broadcast_objects(object_list, from_process)
     return object_list
 
@@ -198,6 +198,7 @@ def pad_across_processes(tensor, dim=0, pad_index=0, pad_first=False):
 
     Raises:
         TypeError: a leaf is not a tensor.
+        ValueError: pad_index cannot be stored in the dtype of a tensor to pad (e.g. -1.5 in uint8).
         DistributedOperationException: in debug mode, when the processes' inputs disagree.
 
     Example:
@@ -216,6 +217,7 @@ def pad_across_processes(tensor, dim=0, pad_index=0, pad_first=False):
             targets.append((index, dim % leaf.ndim))
     if backend.passthrough or not targets:
         return rebuild(leaves)
+    _check_pad_value(pad_index, {leaves[index].dtype for index, _ in targets})
     first = leaves[targets[0][0]]
     sizes = torch.tensor([leaves[i].shape[d] for i, d in targets], dtype=torch.int64, device=first.device)
     all_sizes = backend.gather([sizes])[0].view(backend.num_processes, len(targets))
@@ -225,6 +227,18 @@ def pad_across_processes(tensor, dim=0, pad_index=0, pad_first=False):
         if size > leaves[index].shape[d]:
             padded[index] = _pad(leaves[index], d, size, pad_index, pad_first)
     return rebuild(padded)
+
+
+def _check_pad_value(pad_index, dtypes) -> None:
+    # on every rank, before the collective: a rank that pads must not fail where the others do not
+    for dtype in dtypes:
+        try:
+            torch.full((), pad_index, dtype=dtype)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(
+                f"pad_across_processes(): pad_index={pad_index!r} cannot be stored in a {dtype} tensor ({error}). "
+                "Pass a pad_index that fits the dtype, or cast the tensor first."
+            ) from None
 
 
 def _pad(tensor: torch.Tensor, dim: int, size: int, pad_index, pad_first: bool) -> torch.Tensor:
@@ -302,7 +316,7 @@ def copy_tensor_to_devices(tensor=None) -> torch.Tensor:
             raise ValueError("copy_tensor_to_devices(): got None on the only process; pass the tensor to copy.")
         return tensor.clone()
     if state.debug:
-        debug.verify(backend, "copy_tensor_to_devices", None, debug.NAME_ONLY)
+        debug.verify(backend, "copy_tensor_to_devices", None, debug.NAME_ONLY, summary=debug.summarize_object(tensor))
     meta = None if tensor is None else (tuple(tensor.shape), tensor.dtype, tensor.device.type)
     metas = backend.gather_objects(meta)
     sources = [rank for rank, info in enumerate(metas) if info is not None]

@@ -55,11 +55,24 @@ NDIM_ONLY = Agreement(dtypes=False, shapes="ndim")
 NAME_ONLY = Agreement(structure=False, dtypes=False, shapes=None)
 
 
-def describe(op: str, data: Any, params: Mapping[str, Any] = None) -> Signature:
-    """Build this rank's `Signature` of a call of `op` on `data` (non-tensor leaves are named by type)."""
+def describe(op: str, data: Any, params: Mapping[str, Any] = None, summary: str = None) -> Signature:
+    """Build this rank's `Signature` of a call of `op` on `data` (non-tensor leaves are named by type).
+
+    `summary` replaces the walk of `data` for ops on arbitrary objects (no structure to compare).
+    """
     leaves: list[LeafSignature] = []
-    tree, shapes = _describe(data, "", leaves)
+    tree, shapes = ("", summary) if summary is not None else _describe(data, "", leaves)
     return Signature(op, tuple((params or {}).items()), tree, tuple(leaves), shapes)
+
+
+def summarize_object(obj: Any) -> str:
+    """A short description of a picklable object for debug messages, e.g. "list of 3 items"."""
+    if isinstance(obj, torch.Tensor):
+        return f"tensor {list(obj.shape)} {obj.dtype}"
+    try:
+        return f"{type(obj).__name__} of {len(obj)} items"
+    except TypeError:
+        return type(obj).__name__
 
 
 def _describe(data, path: str, leaves: list) -> tuple[str, str]:
@@ -84,7 +97,7 @@ def _bracket(data, items: list[str]) -> str:
     return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
 
 
-def verify(backend, op: str, data: Any, agreement: Agreement, params: Mapping[str, Any] = None) -> None:
+def verify(backend, op: str, data: Any, agreement: Agreement, params: Mapping[str, Any] = None, summary: str = None) -> None:
     """Exchange signatures with the other ranks and raise on every rank if they disagree.
 
     Args:
@@ -93,11 +106,12 @@ def verify(backend, op: str, data: Any, agreement: Agreement, params: Mapping[st
         data: this rank's input.
         agreement: what the ranks must share for this op.
         params: arguments every rank must pass the same value for.
+        summary: what to show for `data` in messages instead of its structure (object ops).
 
     Raises:
         DistributedOperationException: on every rank, when any rank's signature disagrees.
     """
-    signatures = backend.gather_objects(describe(op, data, params))
+    signatures = backend.gather_objects(describe(op, data, params, summary))
     problem = find_disagreement(signatures, agreement, backend.device_type)
     if problem:
         raise DistributedOperationException(problem + "\n" + _listing(signatures))
@@ -159,7 +173,7 @@ def _args(params) -> str:
 
 
 def _listing(signatures: list[Signature]) -> str:
-    lines = [f"Operation: `{signatures[0].op}`" if len({s.op for s in signatures}) == 1 else "Operations:"]
+    lines = [f"Operation: `{signatures[0].op}`"] if len({s.op for s in signatures}) == 1 else []
     lines.append("Input shapes:")
     lines += [f"  - rank {r} {s.op}{_args(s.params)}: {s.shapes}" for r, s in enumerate(signatures)]
     return "\n".join(lines)

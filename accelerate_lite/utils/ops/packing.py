@@ -68,15 +68,20 @@ def _pack_one(tensor: torch.Tensor, index: int, fresh: bool, as_bytes: bool) -> 
         buffer = buffer.clone(memory_format=torch.contiguous_format)
     if as_bytes:  # every dtype travels, also those a backend has no type for (float8, uint16 on gloo)
         buffer = buffer.view(torch.uint8)
-    # XLA tensors have no host storage (data_ptr raises): count them as not shared, which costs a copy at most
-    shares = (
-        not fresh
-        and buffer.numel() > 0
-        and buffer.device.type != "xla"
-        and buffer.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
-    )
+    shares = not fresh and buffer.numel() > 0 and _same_storage(buffer, tensor)
     slot = Slot(index, 0, buffer.numel(), tensor.shape, tensor.dtype)
     return Pack(buffer, (slot,), as_bytes=as_bytes, shares_input=shares)
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors share memory; False where storage is not reachable (XLA, wrapper subclasses),
+    which costs one copy at most."""
+    if a.device.type == "xla":
+        return False
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
 def _pack_many(tensors: Sequence[torch.Tensor], indices: list[int], as_bytes: bool, fill: bool) -> Pack:
