@@ -8,7 +8,8 @@ Receivers dispatch on the type through a table; a type missing from the table is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from simulators.errors import ProtocolError
 
@@ -19,7 +20,7 @@ class FnRef:
 
     module: str
     qualname: str
-    path: Optional[str]
+    path: str | None
 
 
 # controller -> zygote ------------------------------------------------------------------
@@ -58,8 +59,8 @@ class Exited:
     """A rank process was reaped: exit code, or the signal that ended it."""
 
     pid: int
-    exitcode: Optional[int]
-    signal: Optional[int]
+    exitcode: int | None
+    signal: int | None
 
 
 # controller -> rank --------------------------------------------------------------------
@@ -72,7 +73,7 @@ class Call:
     call_id: int
     fn: FnRef
     payload: bytes
-    sys_path: Optional[tuple]  # None: unchanged since the last call
+    sys_path: tuple | None  # None: unchanged since the last call
     cwd: str
 
 
@@ -120,7 +121,7 @@ class Raised:
     traceback: str
     exc_type: str
     message: str
-    exc_pickle: Optional[bytes]
+    exc_pickle: bytes | None
     output: tuple
     recycle: tuple
 

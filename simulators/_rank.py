@@ -18,10 +18,19 @@ import signal
 import sys
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any, Optional
+from typing import Any
 
 from simulators import _collectives, _hygiene
-from simulators._protocol import Call, FnRef, Raised, Ready, Returned, Shutdown, StartFailed, dispatch
+from simulators._protocol import (
+    Call,
+    FnRef,
+    Raised,
+    Ready,
+    Returned,
+    Shutdown,
+    StartFailed,
+    dispatch,
+)
 
 _PR_SET_PDEATHSIG = 1
 OUTPUT_LIMIT = 64 * 1024  # characters of a call's stdout/stderr sent back
@@ -145,7 +154,7 @@ class _Rank:
         self.sys_path = list(sys.path)
         self.by_path = {}
         self.functions = {}  # FnRef -> function, resolved once
-        self.baseline: Optional[_hygiene.Baseline] = None
+        self.baseline: _hygiene.Baseline | None = None
 
     def serve(self) -> None:
         handlers = {Call: self.on_call, Shutdown: self.on_shutdown}

@@ -18,9 +18,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Optional
 
-from simulators._protocol import Exited, SpawnRanks, Spawned, StopZygote, dispatch
+from simulators._protocol import Exited, Spawned, SpawnRanks, StopZygote, dispatch
 
 MAX_PACKET = 1 << 20
 SEND_LIMIT = 200_000  # one SOCK_SEQPACKET message must fit net.core.wmem_max (212992 by default)
@@ -68,6 +67,7 @@ class _ZygoteServer:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.children = {}  # pid -> pgid
+        self.fds = []  # the sockets that came with the message being handled
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
@@ -85,13 +85,12 @@ class _ZygoteServer:
                     self.reap()
                     continue
                 try:
-                    data, fds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 64)
+                    data, self.fds, _, _ = socket.recv_fds(self.sock, MAX_PACKET, 64)
                 except OSError:
-                    data, fds = b"", []
+                    data, self.fds = b"", []
                 if not data:
                     self.stop(StopZygote())
-                dispatch(pickle.loads(data), {**self.handlers, SpawnRanks: lambda e: self.spawn(e, fds)},
-                         "the controller")
+                dispatch(pickle.loads(data), self.handlers, "the controller")
 
     def send(self, event) -> None:
         try:
@@ -116,7 +115,9 @@ class _ZygoteServer:
             code = os.waitstatus_to_exitcode(status)
             self.send(Exited(pid, code if code >= 0 else None, -code if code < 0 else None))
 
-    def spawn(self, event: SpawnRanks, fds=()) -> None:
+    def spawn(self, event: SpawnRanks) -> None:
+        """Fork one rank per fd that came with the event (``self.fds``), all in one process group."""
+        fds = self.fds
         if _thread_count() > 1:
             print(f"zygote: {_thread_count()} threads before fork; ranks may deadlock", file=sys.stderr, flush=True)
         pids, pgid = [], 0

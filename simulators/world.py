@@ -22,13 +22,21 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Optional
+from typing import Any
 
 from simulators import _collectives, _zygote
 from simulators._collect import _Collector, read_outputs
-from simulators._protocol import Call, FnRef, Raised, Ready, Returned, SpawnRanks, StartFailed, dispatch
-from simulators._rank import RankConfig, collectives_path, rank_paths
+from simulators._protocol import (
+    Call,
+    FnRef,
+    Ready,
+    SpawnRanks,
+    StartFailed,
+    dispatch,
+)
+from simulators._rank import RankConfig, collectives_path
 from simulators.errors import (
     RankCrashed,
     RankError,
@@ -45,8 +53,8 @@ EXIT_WAIT = 10.0  # seconds to wait for the zygote to report killed ranks reaped
 _ENV_DROP = ("PYTEST_CURRENT_TEST",)
 
 _lock = threading.Lock()
-_zygote_handle: Optional[_zygote.Zygote] = None
-_worlds: "weakref.WeakSet[World]" = weakref.WeakSet()
+_zygote_handle: _zygote.Zygote | None = None
+_worlds: weakref.WeakSet[World] = weakref.WeakSet()
 _world_ids = itertools.count(1)
 
 
@@ -83,12 +91,12 @@ class _Incarnation:
         self.sys_path: tuple = ()  # the caller's sys.path as these ranks last received it
         self.tmpdir = tmpdir
         self.conns = conns
-        self.pids: Optional[tuple] = None
-        self.pgid: Optional[int] = None
+        self.pids: tuple | None = None
+        self.pgid: int | None = None
         self.ready = False
         self.dead = False
         self.promoted = False  # was the standby; if it failed to start, a fresh one is tried once
-        self._selector: Optional[selectors.BaseSelector] = None
+        self._selector: selectors.BaseSelector | None = None
 
     def selector(self) -> selectors.BaseSelector:
         """One epoll over the ranks' sockets (data: rank) and the zygote's (data: None), kept across calls."""
@@ -114,10 +122,10 @@ class _Resources:
         self.zygote = zygote
         self.tmpdir = tmpdir
         self.store = store
-        self.incarnation: Optional[_Incarnation] = None
-        self.standby: Optional[_Incarnation] = None  # ready-to-promote ranks: a rebuild costs one kill
+        self.incarnation: _Incarnation | None = None
+        self.standby: _Incarnation | None = None  # ready-to-promote ranks: a rebuild costs one kill
 
-    def kill(self, inc: Optional[_Incarnation]) -> None:
+    def kill(self, inc: _Incarnation | None) -> None:
         """SIGKILL an incarnation's process group and wait until the zygote reaped every rank."""
         if inc is None or inc.dead:
             return
@@ -226,7 +234,7 @@ class World:
     """
 
     def __init__(self, size: int, profile: Any = None, backend: str = "gloo", timeout: float = 10.0, *,
-                 standby: Optional[bool] = None):
+                 standby: bool | None = None):
         if isinstance(size, bool) or not isinstance(size, int):
             raise TypeError(f"World(size={size!r}): size must be an int, got {type(size).__name__}")
         if not 1 <= size <= MAX_RANKS:
@@ -290,7 +298,7 @@ class World:
     def closed(self) -> bool:
         return self._closed
 
-    def run(self, fn: Callable, *args, timeout: Optional[float] = None, **kwargs) -> list:
+    def run(self, fn: Callable, *args, timeout: float | None = None, **kwargs) -> list:
         """Run ``fn(*args, **kwargs)`` on every rank and return the results in rank order.
 
         Args:
@@ -355,7 +363,7 @@ class World:
         self._finalizer()
         _worlds.discard(self)
 
-    def __enter__(self) -> "World":
+    def __enter__(self) -> World:
         return self
 
     def __exit__(self, *exc) -> None:
