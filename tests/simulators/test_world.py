@@ -253,3 +253,22 @@ def test_ranks_follow_the_callers_sys_path_even_after_a_rebuild(tmp_path):
         finally:
             sys.path.remove(str(tmp_path))
         assert world.run(has_path, str(tmp_path)) == [False, False]
+
+
+def npu_all_reduce():
+    from accelerate_lite.state import PartialState
+
+    state = PartialState()
+    tensor = torch.ones(2, device=state.device) * (dist.get_rank() + 1)
+    dist.all_reduce(tensor)
+    return str(state.distributed_type), str(tensor.device), tensor.cpu().tolist()
+
+
+def test_npu_profile_world_reduces_tensors_on_each_ranks_fake_device():
+    pytest.importorskip("accelerate_lite.state")
+    with World(2, profile="8xAscend910B", timeout=60) as world:
+        results = world.run(npu_all_reduce)
+        assert world.run(npu_all_reduce) == results  # the fake device survives the hygiene between calls
+    for rank, (distributed_type, device, values) in enumerate(results):
+        assert distributed_type.endswith("MULTI_NPU")
+        assert (device, values) == (f"npu:{rank}", [3.0, 3.0])
