@@ -2,52 +2,34 @@
 
 Each test starts few worlds and runs many checks per start: the SPMD functions in ops_spmd.py run a
 derandomized hypothesis loop inside every rank (same examples everywhere) and compare each rank's
-result with the oracle computed from all ranks' inputs. Worlds come from the lead's `worlds` fixture
-where it exists, else from simulators.World, else from debug_launcher.
+result with the oracle computed from all ranks' inputs. Worlds come from the session pool (`worlds`).
 OPS_EXAMPLES_SCALE (a float, default 1) scales the number of examples.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 
 import pytest
 
 import ops_spmd
-from accelerate_lite.launchers import debug_launcher
 
 SCALE = float(os.environ.get("OPS_EXAMPLES_SCALE", "1"))
-EXAMPLES = {1: 25, 2: 30, 4: 20, 8: 10}
+EXAMPLES = {1: 25, 2: 40, 4: 30, 8: 20}
 CALL_TIMEOUT = 600.0  # generous: 8 ranks on a loaded 2-core machine
 
 
-@pytest.fixture(scope="module")
-def run_world(request):
-    """run_world(n, fn, *args, profile=None) -> each rank's return value, on an n-rank gloo world."""
-    opened = {}
+pytestmark = pytest.mark.owns_worlds  # run on the harness's world worker under xdist
+
+
+@pytest.fixture
+def run_world(worlds):
+    """run_world(n, fn, *args, profile=None) -> each rank's return value, on an n-rank gloo world from the pool."""
 
     def run(n, fn, *args, profile=None):
-        try:
-            return request.getfixturevalue("worlds")(n, profile=profile).run(fn, *args, timeout=CALL_TIMEOUT)
-        except pytest.FixtureLookupError:
-            pass
-        try:
-            from simulators import World
-        except ImportError:
-            if profile is not None:
-                pytest.skip("simulated hardware profiles need simulators.World")
-            return debug_launcher(functools.partial(fn, *args), num_processes=n)
-        if (n, profile) not in opened:
-            for world in opened.values():
-                world.close()
-            opened.clear()
-            opened[n, profile] = World(n, profile=profile, timeout=CALL_TIMEOUT)
-        return opened[n, profile].run(fn, *args, timeout=CALL_TIMEOUT)
+        return worlds(n, profile=profile).run(fn, *args, timeout=CALL_TIMEOUT)
 
-    yield run
-    for world in opened.values():
-        world.close()
+    return run
 
 
 def _examples(n: int) -> int:
