@@ -68,6 +68,15 @@ def _get_zygote() -> _zygote.Zygote:
         return _zygote_handle
 
 
+def prestart() -> None:
+    """Start the zygote now, in the background, so the first World does not wait for torch to import.
+
+    Example (a pytest plugin's ``pytest_configure``, overlapping the zygote's start with collection):
+        >>> simulators.world.prestart()
+    """
+    _get_zygote()
+
+
 def shutdown() -> None:
     """Close every open world and stop the zygote (also run at interpreter exit)."""
     global _zygote_handle

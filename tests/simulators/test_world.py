@@ -272,3 +272,12 @@ def test_npu_profile_world_reduces_tensors_on_each_ranks_fake_device():
     for rank, (distributed_type, device, values) in enumerate(results):
         assert distributed_type.endswith("MULTI_NPU")
         assert (device, values) == (f"npu:{rank}", [3.0, 3.0])
+
+
+def test_prestart_starts_the_zygote_that_worlds_then_use():
+    import simulators.world
+
+    simulators.world.prestart()
+    zygote = simulators.world._zygote_handle.process.pid
+    with World(1) as world:
+        assert psutil.Process(world.pids[0]).ppid() == zygote
