@@ -91,6 +91,10 @@ def _inputs(rank: int) -> dict:
             "b": [torch.tensor(rank, dtype=torch.int64), torch.tensor([rank, rank + 1], dtype=torch.int32)],
             "c": (torch.full((3,), 0.5 + rank, dtype=torch.bfloat16),),
         },
+        "dtypes": {  # every dtype a data op may meet, one collective per dtype on XLA
+            name: (torch.arange(3) + rank).to(getattr(torch, name))
+            for name in ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float64", "complex64")
+        },
         "ragged": torch.arange(3 * (rank + 1), dtype=torch.int64).view(rank + 1, 3) + 100 * rank,
         "ragged_last": torch.ones(2, rank + 1, dtype=torch.float32) * (rank + 1),
     }
@@ -223,6 +227,24 @@ def check_reduce_nested_sum(r: Replica):
     _assert_equal("reduce", got, _reduced(r, "nested", 1.0, False))
 
 
+def check_gather_dtypes(r: Replica):
+    from accelerate_lite.utils import gather
+
+    _assert_equal("gather", gather(r.on_device("dtypes")), _gathered(r.each("dtypes")))
+
+
+def check_reduce_dtypes_sum(r: Replica):
+    from accelerate_lite.utils import reduce
+
+    _assert_equal("reduce", reduce(r.on_device("dtypes"), reduction="sum"), _reduced(r, "dtypes", 1.0, False))
+
+
+def check_broadcast_dtypes(r: Replica):
+    from accelerate_lite.utils import broadcast
+
+    _assert_equal("broadcast", broadcast(r.on_device("dtypes"), from_process=1), r.each("dtypes")[1])
+
+
 def check_broadcast_from_first(r: Replica):
     from accelerate_lite.utils import broadcast
 
@@ -338,6 +360,41 @@ def check_copy_tensor_to_devices(r: Replica):
     source = r.n - 1
     tensor = torch.arange(5, dtype=torch.int32).to(r.device) if r.rank == source else None
     _assert_equal("copy_tensor_to_devices", copy_tensor_to_devices(tensor), torch.arange(5, dtype=torch.int32))
+
+
+def _debug_mode(on: bool) -> None:
+    """Turn ACCELERATE_DEBUG_MODE on or off for this replica (the state reads the variable once)."""
+    from accelerate_lite import PartialState
+
+    PartialState().debug = on  # the replica's own shared state (one per thread under PJRT)
+
+
+def check_debug_mode_agreeing_gather(r: Replica):
+    from accelerate_lite.utils import gather
+
+    _debug_mode(True)
+    try:
+        _assert_equal("gather", gather(r.on_device("nested")), _gathered(r.each("nested")))
+    finally:
+        _debug_mode(False)
+
+
+def check_debug_mode_mismatch_raises_on_every_replica(r: Replica):
+    import torch
+
+    from accelerate_lite.utils import DistributedOperationException, gather
+
+    _debug_mode(True)
+    rows = 2 if r.rank == r.n - 1 else 1  # the last replica passes a different shape
+    try:
+        gather(torch.zeros(rows, 3).to(r.device))
+    except DistributedOperationException as error:
+        message = str(error)
+        assert "[1, 3]" in message and "[2, 3]" in message, f"the message does not name both shapes: {message}"
+    else:
+        raise AssertionError("gather() of mismatched shapes in debug mode raised nothing on this replica")
+    finally:
+        _debug_mode(False)
 
 
 CHECKS = [(name[len("check_"):], fn) for name, fn in list(globals().items()) if name.startswith("check_")]

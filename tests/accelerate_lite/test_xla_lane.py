@@ -19,7 +19,7 @@ SETUP = REPO / "ci" / "xla" / "setup.sh"
 VENV = Path(os.environ.get("ACCELERATE_LITE_XLA_VENV", "/work/xla-venv"))
 PYTHON = Path(os.environ.get("ACCELERATE_LITE_XLA_PYTHON", VENV / "bin" / "python"))
 # Device counts to run, e.g. ACCELERATE_LITE_XLA_DEVICES="4 8" (each world costs a fresh interpreter).
-DEVICES = os.environ.get("ACCELERATE_LITE_XLA_DEVICES", "4").split()
+DEVICES = os.environ.get("ACCELERATE_LITE_XLA_DEVICES", "4 8").split()
 SUMMARY = re.compile(r"^XLA lane summary: (\d+) passed, (\d+) failed$", re.MULTILINE)
 
 

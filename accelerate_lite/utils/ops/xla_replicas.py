@@ -101,9 +101,9 @@ def all_gather_objects(obj: Any) -> list:
 
 
 def broadcast_object(obj: Any, src: int, rank: int) -> Any:
-    """Replica `src`'s picklable `obj` on every replica (the others' `obj` is ignored).
+    """Replica `src`'s picklable `obj` on every replica (the others' `obj` is ignored; they send None).
 
-    The others send None. (An all_reduce of `src`'s bytes with zeros from the others would move less,
-    but a uint8 all_reduce hung on PJRT CPU: XLA aborted with one replica in the rendezvous.)
+    An all_reduce of `src`'s bytes with zeros from the others would move less, but on PJRT CPU it hung
+    (XLA aborted with some replicas missing from the rendezvous) where this all_gather works.
     """
     return all_gather_objects(obj if rank == src else None)[src]
