@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,6 +69,7 @@ class _ZygoteServer:
         self.sock = sock
         self.children = {}  # pid -> pgid
         self.fds = []  # the sockets that came with the message being handled
+        self.world_dirs = set()  # the worlds' private directories, removed when the controller is gone
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
@@ -118,6 +120,7 @@ class _ZygoteServer:
     def spawn(self, event: SpawnRanks) -> None:
         """Fork one rank per fd that came with the event (``self.fds``), all in one process group."""
         fds = self.fds
+        self.world_dirs.add(os.path.dirname(event.rank_config.tmpdir))
         if _thread_count() > 1:
             print(f"zygote: {_thread_count()} threads before fork; ranks may deadlock", file=sys.stderr, flush=True)
         pids, pgid = [], 0
@@ -169,6 +172,13 @@ class _ZygoteServer:
                 os.waitpid(pid, 0)
             except OSError:
                 pass
+        # A controller that died without closing its worlds left their files: remove them, and our log.
+        for directory in self.world_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        try:
+            os.unlink(os.readlink("/proc/self/fd/2"))
+        except OSError:
+            pass
         os._exit(0)
 
 
