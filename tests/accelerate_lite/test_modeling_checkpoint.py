@@ -136,6 +136,36 @@ def test_dtype_converts_floating_weights_only_and_keeps_fp32_modules(tmp_path):
     assert model.head.weight.dtype == torch.float32 and model.steps.dtype == torch.int64
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, "bfloat16"], ids=str)
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
+def test_dtype_casts_without_a_device_map_too(tmp_path, safe, dtype):
+    # Regression (quick matrix, load_checkpoint_in_model/fp16|bf16): the no-map path copied into the fp32
+    # model with torch's load_state_dict and ignored dtype.
+    state = trained_state()
+    path = tmp_path / ("model.safetensors" if safe else "pytorch_model.bin")
+    save_file(state, path, metadata={"format": "pt"}) if safe else torch.save(state, path)
+    model = TinyNet()
+    load_checkpoint_in_model(model, path, dtype=dtype, keep_in_fp32_modules=["head"])
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    kept = torch.float32 if torch_dtype == torch.float16 else torch_dtype  # keep_in_fp32_modules is for fp16 only
+    loaded = model.state_dict()
+    for key, value in state.items():
+        expected = value if key == "steps" else value.to(kept if key.startswith("head.") else torch_dtype)
+        assert loaded[key].dtype == expected.dtype and torch.equal(loaded[key], expected), key
+    assert isinstance(model.head.weight, nn.Parameter) and model.head.weight.requires_grad
+
+
+def test_dtype_without_a_device_map_keeps_tied_weights_tied(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    model[1].weight = model[0].weight
+    saved = model[0].weight.detach().clone()
+    save_file({k: v.clone() for k, v in model.state_dict().items() if k != "1.weight"}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    model[1].weight = model[0].weight = nn.Parameter(torch.zeros(4, 4))
+    load_checkpoint_in_model(model, tmp_path, dtype=torch.float16)
+    assert model[1].weight is model[0].weight and torch.equal(model[0].weight, saved.half())
+
+
 def test_tied_weights_are_tied_again_after_loading(tmp_path):
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     model[1].weight = model[0].weight

@@ -27,7 +27,7 @@ from .checkpoint_files import (
     resolve_checkpoint_files,
 )
 from .sizes import convert_file_size_to_int, dtype_byte_size, id_tensor_storage, to_torch_dtype
-from .tensors import set_module_tensor_to_device
+from .tensors import resolve_tensor_owner, set_module_tensor_to_device
 from .tied import check_tied_parameters_in_config, check_tied_parameters_on_same_device, find_tied_parameters
 from .tied import retie_parameters
 
@@ -212,7 +212,8 @@ def load_checkpoint_in_model(
     """Load a (sharded) checkpoint into a model, sending each weight where the device map says.
 
     Without a device map the weights are copied into the model's tensors (as `model.load_state_dict`
-    with strict=False, except that unknown keys are an error). "disk" entries are written to
+    with strict=False, except that unknown keys are an error), but a tensor whose dtype `dtype` changes is
+    replaced by the cast weight on the same device. "disk" entries are written to
     `offload_folder` as memmaps and left on meta. The model is not dispatched (no hooks are added).
 
     Args:
@@ -220,7 +221,7 @@ def load_checkpoint_in_model(
         checkpoint: a .bin/.safetensors file, a shard index (.json), or a folder holding one of those.
         device_map: module name -> device (int, "cpu", "disk", ...); the most specific entry decides.
         offload_folder: where "disk" weights go (created if needed).
-        dtype: load floating weights in this dtype.
+        dtype: load floating weights in this dtype (integer and bool weights keep theirs), with or without a map.
         offload_state_dict: stage cpu weights on disk while loading, to save RAM.
         offload_buffers: also offload buffers mapped to "disk".
         keep_in_fp32_modules: module names kept in fp32 when dtype is fp16.
@@ -287,12 +288,29 @@ class _Loader:
 
     def load(self, state: dict) -> None:
         if self.device_map is None:
-            self.model.load_state_dict({k: v for k, v in state.items() if "SCB" not in k}, strict=False)
+            state = {k: v for k, v in state.items() if "SCB" not in k}
+            self.recast(state)
+            self.model.load_state_dict(state, strict=False)
             return
         for name, param in state.items():
             if "SCB" in name:
                 continue
             self.assign(name, param, state)
+
+    def recast(self, state: dict) -> None:
+        """Without a device map, replace (on its device) each tensor whose dtype `dtype` changes; pop its key.
+
+        torch's load_state_dict copies into the model's tensors and so keeps their dtype; the rest of the
+        keys are still copied in place, keeping the model's tensor objects.
+        """
+        if self.dtype is None:
+            return
+        for name in list(state):
+            new_dtype = _target_dtype(name, state[name], self.dtype, self.keep_in_fp32_modules)
+            owner, leaf = resolve_tensor_owner(self.model, name)
+            current = getattr(owner, leaf)
+            if new_dtype is not None and new_dtype != current.dtype:
+                set_module_tensor_to_device(self.model, name, current.device, value=state.pop(name), dtype=new_dtype)
 
     def assign(self, name: str, param: torch.Tensor, state: dict) -> None:
         device = device_for_key(name, self.device_map)
