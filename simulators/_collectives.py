@@ -22,7 +22,8 @@ COLLECTIVES = (
     "monitored_barrier", "broadcast", "broadcast_object_list", "gather", "gather_object", "reduce",
     "reduce_scatter", "reduce_scatter_tensor", "_reduce_scatter_base", "scatter", "scatter_object_list",
     "send", "recv", "send_object_list", "recv_object_list", "batch_isend_irecv", "new_group",
-)
+    "all_gather_single", "reduce_scatter_single", "new_subgroups", "new_subgroups_by_enumeration", "split_group",
+)  # names this torch lacks are skipped
 
 
 class _Slot:

@@ -281,3 +281,13 @@ def test_prestart_starts_the_zygote_that_worlds_then_use():
     zygote = simulators.world._zygote_handle.process.pid
     with World(1) as world:
         assert psutil.Process(world.pids[0]).ppid() == zygote
+
+
+def untracked_collectives():
+    from simulators._collectives import COLLECTIVES
+
+    return [name for name in COLLECTIVES if hasattr(dist, name) and not hasattr(getattr(dist, name), "__simulators_tracked__")]
+
+
+def test_every_blocking_collective_is_tracked_inside_the_ranks(world):
+    assert world.run(untracked_collectives) == [[]] * 8
