@@ -305,6 +305,7 @@ class World:
 
     @property
     def closed(self) -> bool:
+        """Whether close() was called (a closed world refuses calls)."""
         return self._closed
 
     def run(self, fn: Callable, *args, timeout: float | None = None, **kwargs) -> list:
