@@ -18,6 +18,7 @@ With one replica per process (TPU VMs) the lock is never contended and everythin
 
 from __future__ import annotations
 
+import functools
 import pickle
 import threading
 from typing import Any
@@ -33,13 +34,25 @@ def _xm():
     return xm
 
 
+@functools.lru_cache(maxsize=None)
+def _replicas_are_threads() -> bool:
+    """Whether this process drives several devices, i.e. its replicas are threads (PJRT CPU, TPU v2/v3)."""
+    import torch_xla.runtime as xr  # noqa: PLC0415
+
+    return xr.addressable_device_count() > 1
+
+
 def sync() -> None:
     """Compile and launch this replica's pending graph, one replica at a time, then wait for it.
 
     Waiting (outside the lock) keeps the device idle when the replica next takes the lock, so a
     replica never holds it while its device waits for a collective that another replica must launch.
+    With one replica per process (TPU v4 and later) this is a plain asynchronous `xm.mark_step()`.
     """
     xm = _xm()
+    if not _replicas_are_threads():
+        xm.mark_step()
+        return
     device = xm.xla_device()
     with _SYNC_LOCK:
         # never an empty graph: an empty sync waited for the other replicas' devices, which were waiting
