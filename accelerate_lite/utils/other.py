@@ -94,7 +94,7 @@ def clean_state_dict_for_safetensors(state_dict: dict) -> dict:
     names_by_storage = collections.defaultdict(list)
     for name, tensor in state_dict.items():
         if isinstance(tensor, torch.Tensor):
-            names_by_storage[(tensor.device, tensor.untyped_storage().data_ptr())].append(name)
+            names_by_storage[_storage_key(tensor)].append(name)
     aliases = {name for names in names_by_storage.values() for name in names[1:]}
     return {
         name: tensor.contiguous() if isinstance(tensor, torch.Tensor) else tensor
@@ -103,8 +103,21 @@ def clean_state_dict_for_safetensors(state_dict: dict) -> dict:
     }
 
 
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    """(device, storage pointer), or the tensor's own id where there is no pointer to compare (XLA, empty)."""
+    try:
+        pointer = tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        pointer = 0
+    return (tensor.device, pointer) if pointer else ("tensor", id(tensor))
+
+
 def save(obj, f, save_on_each_node: bool = False, safe_serialization: bool = False) -> None:
     """Save obj to f from the main process only (each node's main process with save_on_each_node).
+
+    On TPU a pickle goes through `xm.save` (CPU copies, one writer per host, then a rendezvous); with
+    safe_serialization every process runs the pending XLA graph, the writer copies the tensors to the
+    CPU and writes safetensors, and all processes meet at a rendezvous, as `xm.save` does.
 
     Args:
         obj: what to save; with safe_serialization, a dict of tensor names to tensors.
@@ -118,20 +131,26 @@ def save(obj, f, save_on_each_node: bool = False, safe_serialization: bool = Fal
     from ..state import PartialState
 
     state = PartialState()
-    if safe_serialization:
-        from safetensors.torch import save_file
-
-        if isinstance(obj, dict):
-            obj = clean_state_dict_for_safetensors(obj)
-
-        def writer(value, target):
-            save_file(value, target, metadata={"format": "pt"})
-
-    else:
-        writer = torch.save
-    if state.distributed_type == DistributedType.TPU:
+    on_tpu = state.distributed_type == DistributedType.TPU
+    if on_tpu and not safe_serialization:
         import torch_xla.core.xla_model as xm
 
         xm.save(obj, f)
-    elif state.is_local_main_process if save_on_each_node else state.is_main_process:
-        writer(obj, f)
+        return
+    writes = state.is_local_main_process if save_on_each_node else state.is_main_process
+    if on_tpu:
+        import torch_xla.core.xla_model as xm
+
+        xm.mark_step()  # on every process: the pending graph may hold collectives the writer's copy would wait on
+    if writes and safe_serialization:
+        from safetensors.torch import save_file
+
+        if isinstance(obj, dict):
+            obj = clean_state_dict_for_safetensors(obj)  # before the CPU copies, which would hide shared storage
+        if on_tpu and isinstance(obj, dict):
+            obj = {k: v.cpu() if isinstance(v, torch.Tensor) and v.device.type == "xla" else v for k, v in obj.items()}
+        save_file(obj, f, metadata={"format": "pt"})
+    elif writes:
+        torch.save(obj, f)
+    if on_tpu:
+        xm.rendezvous("accelerate_lite.utils.save")

@@ -102,6 +102,50 @@ def test_save_on_one_process_uses_torch_save(tmp_path):
     assert loaded[0] == 1 and torch.equal(loaded[1], torch.ones(2))
 
 
+def test_safe_serialization_keeps_empty_tensors_which_share_no_storage(tmp_path):
+    save({"a": torch.zeros(0), "b": torch.ones(0, 2)}, tmp_path / "empty.safetensors", safe_serialization=True)
+    assert {k: tuple(v.shape) for k, v in load_file(tmp_path / "empty.safetensors").items()} == {"a": (0,), "b": (0, 2)}
+
+
+def _tpu_state_dict(device):
+    weight = torch.arange(6.0, device=device).reshape(2, 3)
+    return {"encoder.weight": weight, "decoder.weight": weight, "bias": torch.ones(3, device=device)}
+
+
+# Regression (quick matrix, save/*/tpu-v4-8): on TPU, save() wrote xm.save's pickle whatever safe_serialization said.
+def test_safe_serialization_on_a_simulated_tpu_writes_safetensors(tmp_path):
+    from simulators import apply_profile
+
+    with apply_profile("tpu-v4-8") as host:
+        PartialState._reset_state()
+        assert PartialState().distributed_type == "TPU"
+        state_dict = _tpu_state_dict(host.device)
+        assert state_dict["bias"].device.type == "xla"
+        save(state_dict, tmp_path / "model.safetensors", safe_serialization=True)
+        save(state_dict, tmp_path / "model.pt")  # the pickle still goes through xm.save
+        pickled = torch.load(tmp_path / "model.pt")
+    with safe_open(tmp_path / "model.safetensors", "pt") as handle:
+        assert handle.metadata() == {"format": "pt"} and sorted(handle.keys()) == ["bias", "encoder.weight"]
+        assert torch.equal(handle.get_tensor("encoder.weight"), torch.arange(6.0).reshape(2, 3))
+    assert sorted(pickled) == ["bias", "decoder.weight", "encoder.weight"]
+
+
+def _save_on_tpu_rank(path, safe_serialization):
+    state = PartialState()
+    save({"w": torch.full((2,), float(state.process_index), device=state.device)}, path,
+         safe_serialization=safe_serialization)
+    return os.path.exists(path)  # save ends in a rendezvous, so every rank sees the main process's file
+
+
+@pytest.mark.owns_worlds
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "pickle"])
+def test_save_on_a_simulated_tpu_world_writes_once_from_the_main_process(tmp_path, worlds, safe):
+    path = str(tmp_path / f"w-{safe}.bin")
+    assert worlds(2, profile="tpu-v4-8").run(_save_on_tpu_rank, path, safe) == [True, True]
+    loaded = load_file(path) if safe else torch.load(path)
+    assert torch.equal(loaded["w"], torch.zeros(2))
+
+
 def _barrier_orders(path):
     state = PartialState()
     if state.is_main_process:
