@@ -129,11 +129,14 @@ def _write(directory: Path, name: str, text: str) -> Path:
     return directory
 
 
-def harness_session(root: Path, tests: int, workers: int) -> float:
+def harness_session(root: Path, tests: int, workers: int) -> tuple[float, float, float]:
+    """Return (session wall, first test's time incl. the world's start, median time of the others)."""
     directory = _write(root / "harness", "test_world.py", WORLD_TESTS.format(count=tests))
     wall, cases = _session(directory, "-n", str(workers))
     assert len(cases) == tests and all(o == "passed" for o, _ in cases.values()), cases
-    return wall
+    times = [t for _, t in cases.values()]
+    first, rest = max(times), sorted(times)[: len(times) - 1]
+    return wall, first, rest[len(rest) // 2]
 
 
 def extrapolated(make, k1: int, k2: int, tests: int) -> tuple[float, float]:
@@ -168,26 +171,38 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=300)
     parser.add_argument("--spawn-sample", type=int, nargs=2, default=(1, 3), metavar=("K1", "K2"))
     parser.add_argument("--launcher-sample", type=int, nargs=2, default=(2, 6), metavar=("K1", "K2"))
+    parser.add_argument("--only", nargs="+", choices=("harness", "spawn", "launcher", "hypothesis"),
+                        default=("harness", "spawn", "launcher", "hypothesis"), help="run these parts only")
     args = parser.parse_args()
+    ours = spawn = launch = rate = None
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:
         root = Path(tmp)
-        ours = harness_session(root, args.tests, args.workers)
-        print(f"harness: {args.tests} world(8) tests under pytest -n {args.workers}: {ours:.1f} s wall "
-              f"({ours / args.tests * 1000:.0f} ms per test, session start included)")
-        spawn, spawn_per = extrapolated(lambda k: spawn_dir(root, k), *args.spawn_sample, args.tests)
-        print(f"MultiProcessTestCase (spawn 8 per test): {spawn_per:.2f} s per test; {args.tests} tests "
-              f"EXTRAPOLATED from sessions of {args.spawn_sample[0]} and {args.spawn_sample[1]} tests: {spawn:.0f} s")
-        launch, launch_per = extrapolated(lambda k: launcher_dir(root, k), *args.launcher_sample, args.tests)
-        print(f"debug_launcher per test (fork 8 per test): {launch_per:.2f} s per test; {args.tests} tests "
-              f"EXTRAPOLATED from sessions of {args.launcher_sample[0]} and {args.launcher_sample[1]} tests: {launch:.0f} s")
-        ran, seconds = hypothesis_rate(root, args.examples)
-        rate = ran / seconds
-        print(f"hypothesis through gather on 8 ranks: {ran} examples in {seconds:.2f} s = {rate:.0f} examples/s")
-    print()
-    print(f"speedup vs spawn per test (MultiProcessTestCase): {spawn / ours:.0f}x   (goal >= 100x)")
-    print(f"speedup vs debug_launcher per test:               {launch / ours:.1f}x")
-    print(f"hypothesis examples/s on 8 ranks:                  {rate:.0f}   (goal >= 100)")
+        if "harness" in args.only:
+            ours, first, median = harness_session(root, args.tests, args.workers)
+            print(f"harness: {args.tests} world(8) tests under pytest -n {args.workers}: {ours:.1f} s wall "
+                  f"({ours / args.tests * 1000:.0f} ms per test, session start included); "
+                  f"first test (starts the world) {first:.1f} s, then median {median * 1000:.0f} ms per test")
+        if "spawn" in args.only:
+            spawn, spawn_per = extrapolated(lambda k: spawn_dir(root, k), *args.spawn_sample, args.tests)
+            print(f"MultiProcessTestCase (spawn 8 per test): {spawn_per:.2f} s per test; {args.tests} tests "
+                  f"EXTRAPOLATED from sessions of {args.spawn_sample[0]} and {args.spawn_sample[1]} tests: {spawn:.0f} s")
+        if "launcher" in args.only:
+            launch, launch_per = extrapolated(lambda k: launcher_dir(root, k), *args.launcher_sample, args.tests)
+            print(f"debug_launcher per test (fork 8 per test): {launch_per:.2f} s per test; {args.tests} tests "
+                  f"EXTRAPOLATED from sessions of {args.launcher_sample[0]} and {args.launcher_sample[1]} tests: "
+                  f"{launch:.0f} s")
+        if "hypothesis" in args.only:
+            ran, seconds = hypothesis_rate(root, args.examples)
+            rate = ran / seconds
+            print(f"hypothesis through gather on 8 ranks: {ran} examples in {seconds:.2f} s = {rate:.0f} examples/s")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    if ours and spawn:
+        print(f"speedup vs spawn per test (MultiProcessTestCase): {spawn / ours:.0f}x   (goal >= 100x)")
+    if ours and launch:
+        print(f"speedup vs debug_launcher per test:               {launch / ours:.1f}x")
+    if rate:
+        print(f"hypothesis examples/s on 8 ranks:                  {rate:.0f}   (goal >= 100)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,13 @@ Mark a test ``@pytest.mark.world(n)`` and its body runs on every rank of an n-ra
 strategies and single-process oracles live in ``harness.strategies`` and ``harness.oracles``.
 """
 
-from harness.errors import FixtureTransferError, HarnessError, LockstepError, MarkerError, WorldTestFailed
+from harness.errors import (
+    FixtureTransferError,
+    HarnessError,
+    LockstepError,
+    MarkerError,
+    WorldTestFailed,
+)
 from harness.markers import WorldSpec
 from harness.outcomes import RankOutcome, Verdict
 

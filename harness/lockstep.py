@@ -32,13 +32,25 @@ LEAVE_AFTER = 5.0
 
 _abandoned = []  # channels of ranks that left: never destroyed (their gloo threads may be blocked)
 
-class _Channel:
-    """A gloo process group private to one test's protocol, driven through its own methods.
+def add_note(exc: BaseException, note: str) -> None:
+    """Attach a note to an exception (PEP 678; also on Python 3.10, where tracebacks ignore it)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
-    It is built directly on the world's store under a prefix unique to the test, and never
-    registered with torch.distributed: the world's own groups, counters and collective
-    bookkeeping stay exactly as the body left them.
+
+class _Channel:
+    """Point-to-point messages between rank 0 and each other rank, over a private gloo group.
+
+    The group is built directly on the world's store under a prefix unique to the test and never
+    registered with torch.distributed, so the world's groups and collective bookkeeping stay as the
+    body left them. Rank 0 sends each example to every rank and every rank sends its result back:
+    one hop each way (a ring all_gather would cost 7 scheduler wake-ups on a busy 2-core box).
+    A message is one fixed frame (length + pickle); longer ones continue in a second message.
     """
+
+    FRAME = 4096
 
     def __init__(self, token: str):
         from torch.distributed import distributed_c10d as c10d
@@ -47,41 +59,58 @@ class _Channel:
         store = dist.PrefixStore(f"harness-lockstep/{token}/", c10d._get_default_store())
         self.pg = dist.ProcessGroupGloo(store, self.rank, self.size, datetime.timedelta(seconds=3600))
 
-    def broadcast(self, message, src: int = 0):
-        """Send one picklable message from ``src``; return it on every rank."""
-        opts = dist.BroadcastOptions()
-        opts.rootRank = src
-        if self.rank == src:
-            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-            length = torch.tensor([len(data)], dtype=torch.int64)
-        else:
-            length = torch.zeros(1, dtype=torch.int64)
-        self.pg.broadcast([length], opts).wait()
-        if self.rank == src:
-            buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        else:
-            buffer = torch.empty(int(length.item()), dtype=torch.uint8)
-        self.pg.broadcast([buffer], opts).wait()
-        return message if self.rank == src else pickle.loads(buffer.numpy().tobytes())
+    def _send(self, message, dst: int, timeout: float | None = None) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = torch.zeros(self.FRAME, dtype=torch.uint8)
+        frame[:8] = torch.tensor([len(data)], dtype=torch.int64).view(torch.uint8)
+        head = data[: self.FRAME - 8]
+        frame[8 : 8 + len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+        works = [self.pg.send([frame], dst, 0)]
+        if len(data) > len(head):
+            works.append(self.pg.send([torch.frombuffer(bytearray(data[len(head) :]), dtype=torch.uint8)], dst, 1))
+        for work in works:
+            work.wait() if timeout is None else work.wait(datetime.timedelta(seconds=timeout))
 
-    def all_codes(self, code: int, timeout: float | None = None) -> list:
-        """Gather one small int from every rank, in rank order (gloo raises after ``timeout`` s)."""
-        from torch._C._distributed_c10d import AllgatherOptions
+    def _post_recv(self, src: int):
+        frame = torch.empty(self.FRAME, dtype=torch.uint8)
+        return frame, self.pg.recv([frame], src, 0)
 
-        opts = AllgatherOptions()
-        if timeout is not None:
-            opts.timeout = datetime.timedelta(seconds=timeout)
-        out = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
-        self.pg.allgather([out], [torch.tensor([code], dtype=torch.int64)], opts).wait()
-        return [int(t.item()) for t in out]
+    def _finish_recv(self, frame, work, src: int, timeout: float | None = None):
+        work.wait() if timeout is None else work.wait(datetime.timedelta(seconds=timeout))
+        length = int(frame[:8].view(torch.int64).item())
+        data = frame[8 : 8 + min(length, self.FRAME - 8)].numpy().tobytes()
+        if length > len(data):
+            rest = torch.empty(length - len(data), dtype=torch.uint8)
+            self.pg.recv([rest], src, 1).wait()
+            data += rest.numpy().tobytes()
+        return pickle.loads(data)
+
+    def scatter_from_0(self, message=None):
+        """Rank 0 sends ``message`` to every rank; every rank returns it."""
+        if self.rank != 0:
+            return self._finish_recv(*self._post_recv(0), 0)
+        for dst in range(1, self.size):
+            self._send(message, dst)
+        return message
+
+    def gather_to_0(self, message, timeout: float | None = None):
+        """Every rank sends ``message`` to rank 0, which returns all of them in rank order (others: None).
+
+        Raises:
+            RuntimeError: gloo's timeout, when ``timeout`` s pass first.
+        """
+        if self.rank != 0:
+            self._send(message, 0, timeout)
+            return None
+        posted = {src: self._post_recv(src) for src in range(1, self.size)}
+        return [message] + [self._finish_recv(*posted[src], src, timeout) for src in range(1, self.size)]
 
 
 def _run_local(inner, args, kwargs):
     """Run the body on one example; return ``(code, exception)`` without raising."""
-    from _pytest.outcomes import Skipped
-
     import unittest
 
+    from _pytest.outcomes import Skipped
     from hypothesis.errors import UnsatisfiedAssumption
 
     try:
@@ -92,41 +121,47 @@ def _run_local(inner, args, kwargs):
         return SKIPPED, exc
     except Exception as exc:  # noqa: BLE001 - a failing example, whatever it raised
         return FAILED, exc
-    except BaseException as exc:  # hypothesis control flow (StopTest...) or pytest.fail/xfail
+    except BaseException as exc:  # noqa: BLE001 - hypothesis control flow (StopTest...) or pytest.fail/xfail
         from _pytest.outcomes import Failed, XFailed
 
         return (FAILED if isinstance(exc, (Failed, XFailed)) else CONTROL), exc
     return PASSED, None
 
 
-def _agree(code: int, exc, rank: int, channel: _Channel, example: dict):
-    """Gather every rank's result code; return the codes and, for a failure or skip, its details.
+def _result(code: int, exc, rank: int) -> tuple:
+    """What a rank reports for one example: its code, and for a failure or skip the details."""
+    if code == FAILED:
+        from harness.rankside import format_failure, pickled_exception
 
-    Details come from the first rank that failed (else skipped): ``(rank, code, exception pickle,
-    text)``, broadcast from that rank so rank 0 can raise it for hypothesis.
+        return code, (rank, code, pickled_exception(exc), format_failure(exc))
+    if code == SKIPPED:
+        from harness.rankside import classify
+
+        return code, (rank, code, None, classify(exc)[1])
+    return code, None
+
+
+def _agree(code: int, exc, rank: int, channel: _Channel, example: dict):
+    """Send this rank's result to rank 0; on rank 0 return ``(codes, details)`` for ``_raise_agreed``.
+
+    Details are the first failing rank's (else the first skipping rank's). A rank whose example
+    did not pass gives rank 0 ``LEAVE_AFTER`` seconds to take its result; if rank 0 does not (it is
+    blocked in a collective this rank skipped), it leaves the run with ``RankLeftExample``.
     """
     try:
-        codes = channel.all_codes(code, timeout=None if code == PASSED else LEAVE_AFTER)
+        results = channel.gather_to_0(_result(code, exc, rank), timeout=None if code == PASSED else LEAVE_AFTER)
     except RuntimeError:
         _abandoned.append(channel)
-        exc.add_note(f"example: {', '.join(f'{k}={v!r}' for k, v in example.items())}")
+        add_note(exc, f"example: {', '.join(f'{k}={v!r}' for k, v in example.items())}")
         raise RankLeftExample(exc) from None
-    if REJECTED in codes:
-        return codes, None
+    if results is None:
+        return None, None
+    codes = [c for c, _ in results]
     for wanted in (FAILED, SKIPPED):
-        if wanted in codes:
-            first = codes.index(wanted)
-            details = _details(exc, first, wanted) if rank == first else None
-            return codes, channel.broadcast(details, src=first)
+        for c, details in results:
+            if c == wanted:
+                return codes, details
     return codes, None
-
-
-def _details(exc, rank: int, code: int) -> tuple:
-    from harness.rankside import classify, format_failure, pickled_exception
-
-    if code == SKIPPED:
-        return rank, code, None, classify(exc)[1]
-    return rank, code, pickled_exception(exc), format_failure(exc)
 
 
 def _raise_agreed(codes, details):
@@ -148,7 +183,7 @@ def _raise_agreed(codes, details):
         pytest.skip(f"{text} (skipped on rank {first})")
     exc = pickle.loads(blob) if blob else WorldTestFailed(text.strip().splitlines()[-1])
     exc.__traceback__ = None
-    exc.add_note(f"rank {first} failed this example:\n{text.rstrip()}")
+    add_note(exc, f"rank {first} failed this example:\n{text.rstrip()}")
     exc.__harness_failing_rank__ = first  # the report names the rank, not rank 0 that ran hypothesis
     raise exc from None  # one raise site: hypothesis tells distinct failures by exception type
 
@@ -177,7 +212,7 @@ def _lead(test, kwargs, hidden: dict, seed: int, channel: _Channel):
                 f"cannot send the drawn example {sorted(drawn)} to the other ranks ({exc}); "
                 "draw only picklable values (interactive st.data() draws cannot be broadcast)"
             ) from exc
-        channel.broadcast(("example", payload))
+        channel.scatter_from_0(("example", payload))
         code, exc = _run_local(inner, args, {**all_kwargs, **hidden})
         codes, details = _agree(code, exc, 0, channel, drawn)
         if code == CONTROL:
@@ -197,13 +232,15 @@ def _lead(test, kwargs, hidden: dict, seed: int, channel: _Channel):
     func._hypothesis_internal_use_seed = seed
     try:
         test(**kwargs)
-    except (Exception, BaseExceptionGroup) as exc:
-        exc.add_note(f"hypothesis seed: {seed} (rerun with --hypothesis-seed={seed})")
+    except BaseException as exc:
+        if isinstance(exc, Exception) or "ExceptionGroup" in type(exc).__name__:  # not skips and exits
+            add_note(exc, f"hypothesis seed: {seed} (rerun with --hypothesis-seed={seed})")
         raise
     finally:
         test.hypothesis.inner_test = inner
         func._hypothesis_internal_use_settings, func._hypothesis_internal_use_seed = saved
-        channel.broadcast(("done", None))
+        if channel not in _abandoned:  # after leaving, the others are stopped: nobody to tell
+            channel.scatter_from_0(("done", None))
 
 
 def _follow(test, kwargs, rank: int, channel: _Channel):
@@ -211,7 +248,7 @@ def _follow(test, kwargs, rank: int, channel: _Channel):
     inner = test.hypothesis.inner_test
     own_self = (test.__self__,) if hasattr(test, "__self__") else ()
     while True:
-        kind, payload = channel.broadcast(None)
+        kind, payload = channel.scatter_from_0()
         if kind == "done":
             return
         if kind != "example":

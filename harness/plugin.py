@@ -98,6 +98,7 @@ class WorldSession:
 
     # ------------------------------------------------------------------ collection
 
+    @pytest.hookimpl(trylast=True)  # group after any reordering plugin (e.g. pytest-randomly) ran
     def pytest_collection_modifyitems(self, session, config, items):
         default_size = config.getoption("world_size")
         default_timeout = config.getoption("world_timeout")
@@ -147,6 +148,8 @@ class WorldSession:
         err = item.stash.get(MARKER_ERROR, None)
         if err is not None:
             raise err
+        if self._pool is not None and item.get_closest_marker("owns_worlds") is not None:
+            self._pool.discard()  # the test starts its own worlds: do not hold ranks beside them
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem):
@@ -273,9 +276,8 @@ def _hypothesis_seed(item) -> int:
 
 def _call_under_profile(item, profile: str) -> None:
     """Run an ordinary (one-process) test body with a hardware profile applied around it."""
-    from simulators import apply_profile
-
     from harness.rankside import _reset_partial_state
+    from simulators import apply_profile
 
     kwargs = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
     with apply_profile(profile):

@@ -98,7 +98,7 @@ def load_test_module(name: str, path: str) -> types.ModuleType:
     module.__package__ = name.rpartition(".")[0]
     sys.modules[name] = module
     try:
-        exec(code, module.__dict__)
+        exec(code, module.__dict__)  # noqa: S102 - this is how pytest runs rewritten test modules too
     except BaseException:
         sys.modules.pop(name, None)
         raise
@@ -143,7 +143,7 @@ def _install_reprcompare(verbosity: int) -> None:
     def reprcompare(op, left, right):
         try:
             lines = util.assertrepr_compare(config, op, left, right)
-        except Exception:  # a faulty __repr__ must not hide the assertion itself
+        except Exception:  # noqa: BLE001 - a faulty __repr__ must not hide the assertion itself
             return None
         if not lines:
             return None
@@ -210,7 +210,7 @@ def _rank_and_size() -> tuple[int, int]:
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _reset_partial_state() -> None:
@@ -235,9 +235,9 @@ def _redirected(capture: RankCapture):
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """Return ``(status, message)`` for an exception that ended a body: failed, skipped or xfailed."""
-    from _pytest.outcomes import Failed, Skipped, XFailed
-
     import unittest
+
+    from _pytest.outcomes import Failed, Skipped, XFailed
 
     if isinstance(exc, XFailed):
         return "xfailed", exc.msg or "xfail"
@@ -266,7 +266,7 @@ def pickled_exception(exc: BaseException) -> bytes | None:
     try:
         blob = pickle.dumps(exc)
         pickle.loads(blob)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any exception may fail to pickle; the text report remains
         return None
     return blob
 

@@ -19,7 +19,13 @@ import tempfile
 import pytest
 
 from harness.outcomes import RankOutcome, merge
-from harness.rankside import BodySpec, _reset_partial_state, outbox_file, run_body, write_outcome
+from harness.rankside import (
+    BodySpec,
+    _reset_partial_state,
+    outbox_file,
+    run_body,
+    write_outcome,
+)
 
 HELPER_GRACE = 5.0  # seconds the helpers get to finish after rank R is done
 

@@ -68,12 +68,12 @@ def pickle_shared(nodeid: str, shared: dict) -> bytes:
     """Pickle the shared arguments, naming the one that does not pickle."""
     try:
         return pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - find which argument below, to name it
         pass
     for name, value in shared.items():
         try:
             pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - pickle raises many types
             raise FixtureTransferError(
                 f"{nodeid}: argument {name!r} ({type(value).__name__}) cannot be sent to the ranks: {exc}. "
                 "Every rank gets a pickled copy of shared fixtures; return picklable data from the fixture, "

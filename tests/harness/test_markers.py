@@ -3,7 +3,13 @@
 import pytest
 
 from harness.errors import MarkerError
-from harness.markers import WorldSpec, check_size, check_timeout, read_profile_only, read_world_spec
+from harness.markers import (
+    WorldSpec,
+    check_size,
+    check_timeout,
+    read_profile_only,
+    read_world_spec,
+)
 
 
 class Node:

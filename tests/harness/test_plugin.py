@@ -81,6 +81,14 @@ def test_request_fixture(request):
 def test_bad_marker():
     pass
 
+@pytest.mark.world(2)
+@pytest.mark.hardware("8xH100")
+def test_profile_on_every_rank(rank):
+    from accelerate_lite import PartialState
+    state = PartialState()
+    assert torch.cuda.device_count() == 8 and state.distributed_type == "MULTI_GPU"
+    assert state.process_index == rank and os.environ["LOCAL_RANK"] == str(rank)
+
 @pytest.mark.hardware("8xH100")
 def test_profile_in_process():
     assert torch.cuda.device_count() == 8
@@ -152,13 +160,17 @@ def test_bad_marker_is_an_error_naming_the_value(session):
     assert "world size must be an int >= 1, got 0" in session.text("test_bad_marker")
 
 
+def test_hardware_marker_applies_the_profile_on_every_rank(session):
+    assert session.outcome("test_profile_on_every_rank") == "passed", session.text("test_profile_on_every_rank")
+
+
 def test_hardware_marker_alone_applies_the_profile_in_process(session):
     assert session.outcome("test_profile_in_process") == "passed", session.text("test_profile_in_process")
     assert session.outcome("test_plain_runs_in_the_pytest_process") == "passed"
 
 
 def test_one_report_per_test_and_no_stray_processes(session, runs):
-    assert len(session.cases) == 14
+    assert len(session.cases) == 15
     deadline = time.monotonic() + 15
     while runs.tagged(session.tag) and time.monotonic() < deadline:
         time.sleep(0.5)

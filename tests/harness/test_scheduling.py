@@ -2,7 +2,13 @@
 
 import pytest
 
-from harness.scheduling import WorldIds, WorldRoutingScheduling, plain_scope, read_world_ids, write_world_ids
+from harness.scheduling import (
+    WorldIds,
+    WorldRoutingScheduling,
+    plain_scope,
+    read_world_ids,
+    write_world_ids,
+)
 
 COLLECTION = [
     "t.py::test_plain[0]",
