@@ -6,6 +6,7 @@ import pytest
 
 from simulators import (
     HardwareProfile,
+    World,
     apply_profile,
     get_profile,
     load_profiles,
@@ -60,6 +61,14 @@ CASES = [
      "must be True or False"),
     ("apply_profile('cpu', device_tags=True)", lambda: _enter("cpu", device_tags=True), ValueError, "tags exist for cuda"),
     ("install_fake_backend('cuda')", lambda: install_fake_backend("cuda"), FakeDeviceError, "one rename per process"),
+    # worlds: refused before any rank starts (run() on a live world: tests/simulators/test_world.py)
+    ("World(0)", lambda: World(0), ValueError, "size must be between 1 and 64"),
+    ("World('8')", lambda: World("8"), TypeError, "size must be an int, got str"),
+    ("World(2, backend='nccl')", lambda: World(2, backend="nccl"), ValueError, "only 'gloo' runs on CPU-only machines"),
+    ("World(2, timeout=0)", lambda: World(2, timeout=0), ValueError, "expected a positive number of seconds, got 0"),
+    ("World(2, timeout='5')", lambda: World(2, timeout="5"), TypeError, "expected a number of seconds, got '5'"),
+    ("World(2, profile='8xNoSuchGPU')", lambda: World(2, profile="8xNoSuchGPU"), UnknownProfileError, "8xNoSuchGPU"),
+    ("World(2, standby='yes')", lambda: World(2, standby="yes"), TypeError, "expected True, False or None"),
 ]
 
 
