@@ -308,7 +308,7 @@ class World:
         """Whether close() was called (a closed world refuses calls)."""
         return self._closed
 
-    def run(self, fn: Callable, *args, timeout: float | None = None, **kwargs) -> list:
+    def run(self, fn: Callable, /, *args, timeout: float | None = None, **kwargs) -> list:
         """Run ``fn(*args, **kwargs)`` on every rank and return the results in rank order.
 
         Args:

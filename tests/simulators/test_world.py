@@ -89,6 +89,10 @@ def test_arguments_reach_every_rank(world):
         assert torch.equal(kwargs["key"]["a"], torch.ones(2))
 
 
+def test_a_keyword_argument_named_fn_reaches_the_function(world):
+    assert world.run(echo, fn="mine")[1] == (1, (), {"fn": "mine"})
+
+
 def test_collectives_run_on_the_group(world):
     assert world.run(all_reduce_sum, 2) == [2.0 * sum(range(1, 9))] * 8
 
