@@ -332,3 +332,21 @@ def check_invalid_collective_arguments() -> dict:
     # the world still works afterwards: nothing was left half-way through a collective
     seen["afterwards"] = ops.gather(torch.tensor([rank], device=_tensor_device(state))).tolist()
     return seen
+
+
+def check_parameters_that_require_grad() -> dict:
+    """broadcast writes into parameters (leaves requiring grad) in place; gather/reduce accept them."""
+    state, rank, world_size = _world()
+    torch.manual_seed(rank)
+    model = torch.nn.Linear(3, 2).to(_tensor_device(state))
+    params = list(model.parameters())
+    returned = ops.broadcast(params, from_process=0)
+    everyone = ops.gather_object([[p.detach().cpu() for p in params]])
+    gathered = ops.gather({"w": model.weight, "b": model.bias})
+    reduced = ops.reduce({"w": model.weight, "b": model.bias}, reduction="sum")
+    return {
+        "same_objects": all(a is b for a, b in zip(returned, params)),
+        "equal_to_rank_0": all(torch.equal(p, q) for other in everyone for p, q in zip(other, everyone[0])),
+        "gather_shape": tuple(gathered["w"].shape),
+        "reduce_is_sum": torch.equal(reduced["w"].detach().cpu(), (model.weight.detach() * world_size).cpu()),
+    }

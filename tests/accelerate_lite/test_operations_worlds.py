@@ -112,3 +112,8 @@ def test_the_xla_backend_matches_the_oracles_on_a_simulated_tpu(run_world):
 @pytest.mark.parametrize("profile", ["8xH100", "8xAscend910B"])
 def test_simulated_device_profiles_take_the_torch_distributed_path(run_world, profile):
     assert run_world(2, ops_spmd.check_collectives, _examples(2) // 2, "bf16", profile=profile) == [_examples(2) // 2] * 2
+
+
+def test_broadcast_writes_into_parameters_that_require_grad(run_world):
+    for seen in run_world(2, ops_spmd.check_parameters_that_require_grad):
+        assert seen == {"same_objects": True, "equal_to_rank_0": True, "gather_shape": (4, 3), "reduce_is_sum": True}

@@ -111,6 +111,7 @@ class TorchDistributedBackend:
         self._gather_into_one_buffer = True
         self._gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
+    @torch.no_grad()  # like c10d itself: packing copies must not join (or trip over) autograd
     def gather(self, tensors):
         if len(tensors) == 1 and tensors[0].dtype in _NATIVE:
             return [self._gather_one(tensors[0])]
@@ -156,6 +157,7 @@ class TorchDistributedBackend:
         dist.all_gather(rows, buffer)
         return rows
 
+    @torch.no_grad()  # writing back into parameters that require grad is what broadcast is for
     def broadcast(self, tensors, src):
         if len(tensors) == 1 and tensors[0].dtype in _NATIVE and tensors[0].is_contiguous():
             dist.broadcast(tensors[0], src=src)  # in place, as upstream
