@@ -168,10 +168,10 @@ class _Collector:
             try:
                 results.append(pickle.loads(self.returned[rank].payload))
             except Exception as error:  # noqa: BLE001 - e.g. a class the controller cannot import
-                raise RankError(
-                    self.fn_name, self.size, {rank: f"rank {rank}: result could not be unpickled here: {error!r}"},
-                    {rank: type(error).__name__}, {rank: str(error)},
-                ) from error
+                message = (f"rank {rank} returned a result the caller cannot unpickle ({error!r}); return plain "
+                           "data or CPU tensors (a tensor on a simulated device needs .cpu())")
+                raise RankError(self.fn_name, self.size, {rank: message}, {rank: type(error).__name__},
+                                {rank: str(error)}) from error
         return results
 
     def _rank_error(self, stopped=(), collectives=None, stacks=None) -> RankError:

@@ -101,7 +101,8 @@ def _group_tracebacks(failures: dict) -> dict:
     """``{(ranks...): traceback}``: ranks that failed the same way are shown once (the first one's text)."""
     groups = {}
     for rank, text in failures.items():
-        body = text.split("\n", 1)[1] if text.startswith("rank ") else text  # drop "rank r of n (pid p):"
+        header, _, rest = text.partition("\n")
+        body = rest if header.startswith("rank ") and rest else text  # drop "rank r of n (pid p):"
         groups.setdefault(body, []).append(rank)
     return {tuple(ranks): failures[ranks[0]] for ranks in groups.values()}
 

@@ -255,11 +255,17 @@ def npu_all_reduce():
     return str(state.distributed_type), str(tensor.device), tensor.cpu().tolist()
 
 
+def npu_tensor():
+    return torch.ones(2, device=f"npu:{dist.get_rank()}")
+
+
 def test_npu_profile_world_reduces_tensors_on_each_ranks_fake_device():
     pytest.importorskip("accelerate_lite.state")
     with World(2, profile="8xAscend910B", timeout=60) as world:
         results = world.run(npu_all_reduce)
         assert world.run(npu_all_reduce) == results  # the fake device survives the hygiene between calls
+        with pytest.raises(RankError, match=r"cannot unpickle .*needs \.cpu\(\)"):
+            world.run(npu_tensor)  # the caller has no npu device to rebuild it on
     for rank, (distributed_type, device, values) in enumerate(results):
         assert distributed_type.endswith("MULTI_NPU")
         assert (device, values) == (f"npu:{rank}", [3.0, 3.0])
