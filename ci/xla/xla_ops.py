@@ -182,6 +182,9 @@ def check_gather_nested(r: Replica):
 def _reduced(r: Replica, key: str, scale: float, mean: bool):
     import torch
 
+    if r.n == 1:
+        scale = 1.0  # xm.all_reduce is a no-op on one device, scale included (so upstream's reduce too)
+
     def combine(values):
         first = values[0]
         if isinstance(first, dict):
