@@ -203,7 +203,12 @@ class _Rank:
             self.conn.send(Raised(call.call_id, self.rank, *raised, output, reasons))
 
     def raised(self, error: BaseException) -> tuple:
-        frames = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
+        try:
+            frames = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
+            message = str(error)
+        except Exception as broken:  # noqa: BLE001 - an exception whose __str__ raises still gets reported
+            frames = traceback.format_tb(error.__traceback__.tb_next) + [f"{type(error).__name__}: <str() failed: {broken!r}>\n"]
+            message = f"<str() failed: {broken!r}>"
         text = f"rank {self.rank} of {self.config.size} (pid {os.getpid()}):\n" + "".join(frames)
         try:
             exc_pickle = pickle.dumps(error)
@@ -213,7 +218,7 @@ class _Rank:
         name = type(error).__qualname__
         module = type(error).__module__
         exc_type = name if module == "builtins" else f"{module}.{name}"
-        return text, exc_type, str(error), exc_pickle
+        return text, exc_type, message, exc_pickle
 
     def resolve(self, ref: FnRef):
         """Find ``ref`` by module name, else by loading the module's file."""

@@ -77,6 +77,15 @@ class _Custom(Exception):
         super().__init__(f"{a}-{b}")
 
 
+class _Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+def raise_unprintable():
+    raise _Unprintable()
+
+
 def raise_unpicklable():
     raise _Custom(1, 2)
 
@@ -148,6 +157,13 @@ def test_unpicklable_exception_travels_as_text(world):
         world.run(raise_unpicklable)
     assert info.value.exceptions == {}
     assert sorted(info.value.failures) == list(range(8))
+
+
+def test_exception_whose_str_raises_is_still_reported(world):
+    with pytest.raises(RankError, match="str\\(\\) failed") as info:
+        world.run(raise_unprintable)
+    assert "raise_unprintable" in info.value.failures[0]
+    assert world.run(all_reduce_ones) == [8.0] * 8
 
 
 # --- hangs ------------------------------------------------------------------------------------
