@@ -207,8 +207,8 @@ class _Rank:
             frames = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
             message = str(error)
         except Exception as broken:  # noqa: BLE001 - an exception whose __str__ raises still gets reported
-            frames = traceback.format_tb(error.__traceback__.tb_next) + [f"{type(error).__name__}: <str() failed: {broken!r}>\n"]
             message = f"<str() failed: {broken!r}>"
+            frames = [*traceback.format_tb(error.__traceback__.tb_next), f"{type(error).__name__}: {message}\n"]
         text = f"rank {self.rank} of {self.config.size} (pid {os.getpid()}):\n" + "".join(frames)
         try:
             exc_pickle = pickle.dumps(error)
