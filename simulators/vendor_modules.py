@@ -14,6 +14,8 @@ import types
 import torch
 import torch.distributed as dist
 
+from . import gloo_dtypes
+
 __all__ = ["VENDOR_PACKAGES", "VendorFinder", "build_vendor_modules"]
 
 # kind -> the top-level package a real install of that hardware's torch plugin provides
@@ -201,19 +203,14 @@ def _xla_model(host):
         for tensor in tensors:
             target = tensor.clone() if isinstance(inputs, torch.Tensor) else tensor
             if _group_size() > 1:
-                dist.all_reduce(target, op=op)
+                gloo_dtypes.all_reduce_(target, op)
             if scale != 1.0:
                 target.mul_(scale)
             results.append(target)
         return results[0] if isinstance(inputs, torch.Tensor) else inputs
 
     def all_gather(value, dim=0, groups=None, output=None, pin_layout=True):
-        parts = [torch.empty_like(value) for _ in range(_group_size())]
-        if len(parts) > 1:
-            dist.all_gather(parts, value.contiguous())
-        else:
-            parts = [value]
-        gathered = torch.cat(parts, dim=dim)
+        gathered = gloo_dtypes.all_gather_cat(value, dim, _group_size())
         if output is not None:
             output.copy_(gathered)
             return output
@@ -222,7 +219,7 @@ def _xla_model(host):
     def collective_broadcast(tensors, root_ordinal=0, groups=None, pin_layout=True):
         if _group_size() > 1:
             for tensor in tensors:
-                dist.broadcast(tensor, src=root_ordinal)
+                gloo_dtypes.broadcast_(tensor, root_ordinal)
 
     def _all_objects(value):
         objects = [None] * _group_size()
