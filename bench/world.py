@@ -185,7 +185,8 @@ def main() -> None:
     peers = {}
     if not args.skip_peers:
         peers["spawn per call (MultiProcessTestCase-style)"] = spawn_per_call(args.ranks, args.peer_reps)
-        peers["upstream accelerate 0.27.2 debug_launcher per call"] = debug_launcher_per_call(args.ranks, args.peer_reps)
+        upstream = debug_launcher_per_call(args.ranks, args.peer_reps)
+        peers["upstream accelerate 0.27.2 debug_launcher per call"] = upstream
     numbers = world_numbers(args.ranks, args.calls)
 
     ms = 1000.0
@@ -196,12 +197,13 @@ def main() -> None:
         ratio = seconds / numbers["warm call"]
         goal = "   goal >= 1000x" if name.startswith("spawn") else ""
         print(f"  {name:<52} {seconds * ms:9.0f} ms   = {ratio:,.0f}x the warm call{goal}")
-    print(f"\n  first World ever (zygote start + fork + group) {numbers['first world (starts the zygote)'] * ms:7.0f} ms")
+    first = numbers["first world (starts the zygote)"]
+    print(f"\n  first World ever (zygote start + fork + group) {first * ms:7.0f} ms")
     print(f"  cold start of a World (zygote warm)            {numbers['cold start'] * ms:7.0f} ms   goal <= 1500 ms")
     for label in ("standby ready", "back to back", "no standby"):
-        print(f"  failure (a rank exits) -> error raised, {label:<14} {numbers[f'failure reported ({label})'] * ms:7.0f} ms")
-        print(f"  failure -> next call succeeded, {label:<14}        {numbers[f'rebuild after failure ({label})'] * ms:7.0f} ms"
-              "   goal <= 500 ms")
+        reported, rebuilt = numbers[f"failure reported ({label})"], numbers[f"rebuild after failure ({label})"]
+        print(f"  failure (a rank exits) -> error raised, {label:<14} {reported * ms:7.0f} ms")
+        print(f"  failure -> next call succeeded, {label:<14}        {rebuilt * ms:7.0f} ms   goal <= 500 ms")
     print(f"\ncollective latency in the {args.ranks}-rank World (slowest rank, per op)")
     for (op, label), seconds in numbers["collectives"].items():
         print(f"  {op:<11} {label:>6}  {seconds * 1e6:10.0f} us")
