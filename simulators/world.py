@@ -2,9 +2,11 @@
 
 The controller (this module, in the caller's process) owns a TCPStore on a port the OS
 picked, asks the zygote (simulators/_zygote.py) to fork the ranks, and talks to each
-rank over its own socket. A call that hangs, crashes a rank or leaves state that cannot
-be restored costs one rebuild: the ranks' process group is killed and a new incarnation
-is forked at once, while the error travels back to the caller.
+rank over its own socket; simulators/_collect.py gathers one call's outcome. A call that
+hangs, crashes a rank or leaves state that cannot be restored costs one rebuild: the
+ranks' process group is killed and reaped, then the standby incarnation (ranks already
+joined in their own group) takes over, or a new one is forked, before the error travels
+back to the caller.
 """
 
 from __future__ import annotations
@@ -372,6 +374,12 @@ class World:
         self._closed = True
         self._finalizer()
         _worlds.discard(self)
+
+    def __reduce__(self):
+        raise TypeError(
+            f"{self!r} cannot be pickled (it owns processes and sockets); inside a rank use "
+            "torch.distributed, or pass the data the ranks need as arguments to run()"
+        )
 
     def __enter__(self) -> World:
         return self

@@ -159,6 +159,7 @@ INVALID_RUN = [
     pytest.param(lambda w: w.run(42), TypeError, "module-level function", id="run(42)"),
     pytest.param(lambda w: w.run(rank_and_size, timeout=-1), ValueError, "positive", id="run(fn, timeout=-1)"),
     pytest.param(lambda w: w.run(echo, lambda: 1), TypeError, "cannot be pickled", id="run(fn, <lambda arg>)"),
+    pytest.param(lambda w: w.run(echo, w), TypeError, "owns processes and sockets", id="run(fn, world)"),
 ]
 
 
