@@ -24,6 +24,7 @@ import os
 import socket
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -188,7 +189,7 @@ def report(results, note: str, args, world: int, device) -> str:
 # --- world ----------------------------------------------------------------------------------
 
 
-def rank_main(args, rank: int = None, world: int = None, port: int = None):
+def rank_main(args, rank: int = None, world: int = None, port: int = None, rendezvous: str = None):
     if rank is not None:  # spawned here: play torchrun
         os.environ.update(
             RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
@@ -201,7 +202,9 @@ def rank_main(args, rank: int = None, world: int = None, port: int = None):
     else:
         device = torch.device("cpu")
         torch.set_num_threads(1)
-    dist.init_process_group(args.backend, rank=rank, world_size=world)
+    # spawned ranks meet through a file: a port picked in advance can be taken by another process meanwhile
+    init_method = f"file://{rendezvous}" if rendezvous else None
+    dist.init_process_group(args.backend, init_method=init_method, rank=rank, world_size=world)
     try:
         results, note = bench(args, rank, world, device)
         if rank == 0:
@@ -229,13 +232,14 @@ def main(argv=None):
         rank_main(args)
         return
     world = args.world or (torch.cuda.device_count() if on_gpu else 4)
-    torch.multiprocessing.start_processes(
-        _spawned, args=(args, world, _free_port()), nprocs=world, join=True, start_method="spawn"
-    )
+    with tempfile.TemporaryDirectory(prefix="bench-ops-") as workdir:
+        torch.multiprocessing.start_processes(
+            _spawned, args=(args, world, _free_port(), os.path.join(workdir, "rendezvous")), nprocs=world, join=True, start_method="spawn"
+        )
 
 
-def _spawned(rank: int, args, world: int, port: int):
-    rank_main(args, rank, world, port)
+def _spawned(rank: int, args, world: int, port: int, rendezvous: str):
+    rank_main(args, rank, world, port, rendezvous)
 
 
 if __name__ == "__main__":
