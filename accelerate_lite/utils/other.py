@@ -139,9 +139,11 @@ def save(obj, f, save_on_each_node: bool = False, safe_serialization: bool = Fal
         return
     writes = state.is_local_main_process if save_on_each_node else state.is_main_process
     if on_tpu:
-        import torch_xla.core.xla_model as xm
+        # xla_replicas, not bare xm.mark_step/xm.rendezvous: those hang replicas that are threads of one
+        # process (PJRT CPU, TPU v2/v3); see utils/ops/xla_replicas.py
+        from .ops.xla_replicas import barrier, sync
 
-        xm.mark_step()  # on every process: the pending graph may hold collectives the writer's copy would wait on
+        sync()  # on every process: the pending graph may hold collectives the writer's copy would wait on
     if writes and safe_serialization:
         from safetensors.torch import save_file
 
@@ -153,4 +155,4 @@ def save(obj, f, save_on_each_node: bool = False, safe_serialization: bool = Fal
     elif writes:
         torch.save(obj, f)
     if on_tpu:
-        xm.rendezvous("accelerate_lite.utils.save")
+        barrier()

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -401,6 +402,38 @@ def check_debug_mode_mismatch_raises_on_every_replica(r: Replica):
         raise AssertionError("gather() of mismatched shapes in debug mode raised nothing on this replica")
     finally:
         _debug_mode(False)
+
+
+def _check_save(r: Replica, safe: bool):
+    import torch
+
+    from accelerate_lite.utils import save, wait_for_everyone
+
+    directory = os.environ.get("XLA_LANE_TMP") or tempfile.gettempdir()
+    path = os.path.join(directory, f"xla-lane-save-{os.getpid()}-{int(safe)}.bin")
+    # last: save() on XLA meets the other replicas (xm.save's rendezvous); a hang aborts the world
+    save({"w": r.on_device("vector")}, path, safe_serialization=safe)
+    wait_for_everyone()
+    try:
+        if safe:
+            from safetensors.torch import load_file
+
+            loaded = load_file(path)
+        else:
+            loaded = torch.load(path, weights_only=True)
+        assert torch.equal(loaded["w"], r.each("vector")[0]), f"saved {loaded['w'].tolist()}, expected rank 0's tensor"
+    finally:
+        wait_for_everyone()
+        if r.rank == 0 and os.path.exists(path):
+            os.remove(path)
+
+
+def check_save_pickle(r: Replica):
+    _check_save(r, safe=False)
+
+
+def check_save_safetensors(r: Replica):
+    _check_save(r, safe=True)
 
 
 CHECKS = [(name[len("check_"):], fn) for name, fn in list(globals().items()) if name.startswith("check_")]
