@@ -99,9 +99,28 @@ def _pack_many(tensors: Sequence[torch.Tensor], indices: list[int], as_bytes: bo
     first = tensors[indices[0]]
     buffer = torch.empty(offset, dtype=torch.uint8 if as_bytes else first.dtype, device=first.device)
     pack = Pack(buffer, tuple(slots), as_bytes=as_bytes, shares_input=False)
-    for slot in slots if fill else ():
-        segment_view(pack, buffer, slot).copy_(tensors[slot.index].resolve_conj().resolve_neg())
+    if fill:
+        _fill(pack, tensors)
     return pack
+
+
+@torch.no_grad()  # the buffer is communication scratch space, not part of any autograd graph
+def _fill(pack: Pack, tensors: Sequence[torch.Tensor]) -> None:
+    sources = [tensors[slot.index] for slot in pack.slots]
+    gapless = all(a.stop == b.start for a, b in zip(pack.slots, pack.slots[1:])) and pack.slots[0].start == 0
+    if gapless and all(t.is_contiguous() and not t.is_conj() and not t.is_neg() for t in sources):
+        # one concatenation kernel instead of one copy per tensor (the usual case: aligned, contiguous)
+        flat = []
+        for tensor in sources:
+            if tensor.numel():  # empty ones take no room (and their strides may be anything)
+                view = tensor.view(-1)
+                view = view if view.stride(0) == 1 else view.clone()  # a 1-element view may keep an odd stride
+                flat.append(view.view(torch.uint8) if pack.as_bytes else view)
+        if flat:
+            torch.cat(flat, out=pack.buffer[: pack.slots[-1].stop])
+        return
+    for slot, tensor in zip(pack.slots, sources):
+        segment_view(pack, pack.buffer, slot).copy_(tensor.resolve_conj().resolve_neg())
 
 
 def segment_view(pack: Pack, row: torch.Tensor, slot: Slot) -> torch.Tensor:
@@ -124,13 +143,15 @@ def unpack_gathered(pack: Pack, gathered, world_size: int) -> list[tuple[int, to
         `(index, tensor)` pairs: each tensor concatenated over ranks on dim 0 (0-d tensors become 1-d).
     """
     results = []
+    if isinstance(gathered, torch.Tensor):
+        table = gathered.view(world_size, gathered.numel() // world_size)  # one row per rank
     for slot in pack.slots:
         row_shape = slot.shape if len(slot.shape) else (1,)
         if slot.start == slot.stop:  # empty: nothing to view (and strides of empty views cannot be re-typed)
             device = gathered.device if isinstance(gathered, torch.Tensor) else gathered[0].device
             merged = torch.empty((world_size * row_shape[0], *row_shape[1:]), dtype=slot.dtype, device=device)
         elif isinstance(gathered, torch.Tensor):
-            rows = gathered.view(world_size, gathered.numel() // world_size)[:, slot.start : slot.stop]
+            rows = table[:, slot.start : slot.stop]
             if pack.as_bytes:
                 rows = rows.view(slot.dtype)
             # a view when the buffer held only this tensor, else one copy
