@@ -262,6 +262,7 @@ class World:
         self.profile = _resolve_profile(profile)
         self.world_id = next(_world_ids)
         self._calls = itertools.count(1)
+        self._call_lock = threading.Lock()
         self._closed = False
         env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
         import torch.distributed as dist
@@ -334,6 +335,13 @@ class World:
         """
         if self._closed:
             raise WorldClosedError(f"World(size={self.size}) is closed; create a new World to run {fn!r}")
+        if os.getpid() != self._res.owner:
+            raise WorldError(f"{self!r} belongs to process {self._res.owner}; this forked copy (pid {os.getpid()}) "
+                             "cannot use its ranks: create a World in this process instead")
+        with self._call_lock:  # one call at a time: the ranks answer in order
+            return self._run(fn, args, kwargs, timeout)
+
+    def _run(self, fn: Callable, args: tuple, kwargs: dict, timeout: float | None) -> list:
         ref = _fn_ref(fn)
         limit = self.timeout if timeout is None else _check_timeout(timeout, "run(timeout=...)")
         try:

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from simulators import RankCrashed, RankError, World, WorldTimeout
+from simulators import RankCrashed, RankError, World, WorldError, WorldTimeout
 
 # These tests start their own worlds: under xdist the harness runs them on its world worker.
 pytestmark = pytest.mark.owns_worlds
@@ -329,6 +329,17 @@ def test_a_forked_copy_of_the_controller_does_not_close_the_world(world):
             os._exit(0)
     os.waitpid(child, 0)
     assert world.pids == pids
+    child = os.fork()
+    if child == 0:  # nor may the copy send calls down the owner's sockets
+        code = 3
+        try:
+            world.run(all_reduce_ones)
+            code = 1
+        except WorldError as error:
+            code = 0 if "forked copy" in str(error) else 2
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
     assert world.run(all_reduce_ones) == [8.0] * 8
 
 
