@@ -29,15 +29,15 @@ _SYNC_LOCK = threading.Lock()
 
 
 def _xm():
-    import torch_xla.core.xla_model as xm  # noqa: PLC0415 (only present on XLA machines)
+    import torch_xla.core.xla_model as xm  # imported late: only XLA machines have it
 
     return xm
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _replicas_are_threads() -> bool:
     """Whether this process drives several devices, i.e. its replicas are threads (PJRT CPU, TPU v2/v3)."""
-    import torch_xla.runtime as xr  # noqa: PLC0415
+    import torch_xla.runtime as xr
 
     return xr.addressable_device_count() > 1
 
