@@ -3,7 +3,7 @@
 #
 # It lives OUTSIDE the repository and apart from the main environment (torch 2.13 CPU): torch_xla
 # 2.9.0 needs torch 2.9.0, whose registry wheel is a CUDA build (~4 GB download, ~7 GB on disk,
-# about 3 minutes). Idempotent: an existing venv that already imports torch_xla 2.9.0 and
+# 3-7 minutes). Idempotent: an existing venv that already imports torch_xla 2.9.0 and
 # accelerate_lite is left alone.
 #
 # Usage: ci/xla/setup.sh [VENV_DIR]     (default: $ACCELERATE_LITE_XLA_VENV or /work/xla-venv)

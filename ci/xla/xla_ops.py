@@ -73,13 +73,7 @@ def run_world(n: int, timeout: float) -> tuple[dict, str]:
     reader.start()
     try:
         code = child.wait(timeout=timeout)
-        ended = (
-            f"exit status {code}"
-            if code == 0
-            else f"exit status {code} (signal {-code})"
-            if code < 0
-            else f"exit status {code}"
-        )
+        ended = f"exit status {code}" + (f" (signal {-code})" if code < 0 else "")
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
@@ -87,10 +81,9 @@ def run_world(n: int, timeout: float) -> tuple[dict, str]:
     reader.join(timeout=10)
     elapsed = time.monotonic() - started
     if not ended.startswith("exit status 0"):
-        print(
-            f"  [{n} devices] child {ended}; last output:\n    " + "\n    ".join(tail[-25:]),
-            flush=True,
-        )
+        # XLA's own lines say which collective never met; traceback frames (indented) add nothing
+        last = [line for line in tail if line and not line.startswith(" ")][-15:]
+        print(f"  [{n} devices] child {ended}; last output:\n    " + "\n    ".join(last), flush=True)
     return results, f"{ended}, {elapsed:.1f} s"
 
 
