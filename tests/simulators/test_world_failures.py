@@ -211,6 +211,7 @@ def test_crashed_rank_is_named_then_the_world_recovers(world, how, exitcode, sig
     assert world.run(all_reduce_ones) == [8.0] * 8
 
 
+@pytest.mark.slow
 def test_failures_do_not_accumulate_processes(world):
     zygote = psutil.Process(psutil.Process(world.pids[0]).ppid())
     failed = []
