@@ -444,6 +444,24 @@ def check_debug_mode_mismatch_raises_on_every_replica(r: Replica):
         _debug_mode(False)
 
 
+def check_debug_mode_different_ops_raise_on_every_replica(r: Replica):
+    from accelerate_lite.utils import DistributedOperationException, gather, reduce
+
+    if r.n == 1:
+        return {"note": "one replica: nothing to disagree with"}
+    _debug_mode(True)
+    value = r.on_device("vector")
+    try:
+        reduce(value, reduction="sum") if r.rank == r.n - 1 else gather(value)  # the last replica is out of step
+    except DistributedOperationException as error:
+        message = str(error)
+        assert "gather" in message and "reduce" in message, f"the message does not name both ops: {message}"
+    else:
+        raise AssertionError("replicas calling gather() and reduce() at one point raised nothing on this replica")
+    finally:
+        _debug_mode(False)
+
+
 def _check_save(r: Replica, safe: bool):
     import torch
 
