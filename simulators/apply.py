@@ -266,8 +266,10 @@ def apply_profile(profile_or_name, *, local_rank=0, world_size=1, launcher_env=F
     patches = _Patches()
     try:
         with contextlib.ExitStack() as stack:
+            # Read the host's environment before clearing it: only the hardware variables are dropped.
+            environment = _environment(profile, local_rank, world_size, launcher_env)
             stack.enter_context(clear_environment())
-            os.environ.update(_environment(profile, local_rank, world_size, launcher_env))
+            os.environ.update(environment)
             stack.callback(_reset_library_caches)
             stack.callback(patches.undo)
             _patch_devices(patches, host, fake_tensors)

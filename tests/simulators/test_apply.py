@@ -181,6 +181,16 @@ def test_environment_inside():
         assert os.environ.get("LOCAL_RANK") == outside_rank  # launcher variables only when asked
 
 
+def test_host_variables_other_than_hardware_ones_stay_visible_inside(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_LITE_PROBE", "kept")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # a hardware variable: the profile decides it
+    path = os.environ["PATH"]
+    with apply_profile("8xH100"):
+        assert os.environ["ACCELERATE_LITE_PROBE"] == "kept" and os.environ["PATH"] == path
+        assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
 def test_vendor_modules_are_found_imported_and_have_metadata():
     torch_version = torch.__version__.split("+")[0]
     for name, package in (("8xAscend910B", "torch_npu"), ("4xMax1550", "intel_extension_for_pytorch"),
