@@ -5,7 +5,7 @@ Measures, each as a real pytest session in a subprocess (the way users run tests
 1. 200 trivial ``@pytest.mark.world(8)`` tests (the issue's gather example) under ``pytest -n 8``.
 2. The same tests written for torch's ``MultiProcessTestCase`` (8 processes spawned per test).
    Spawning 8 ranks costs seconds per test here, so a handful is run and the 200 extrapolated:
-   ``t(k1) + (200 - k1) * (t(k2) - t(k1)) / (k2 - k1)`` - the output says so.
+   ``fixed session cost + 200 x median per-test time`` of a session of a few tests - the output says so.
 3. The same tests as one ``accelerate_lite.debug_launcher(fn, num_processes=8)`` call per test
    (forked ranks per test), extrapolated the same way.
 4. Hypothesis examples per second through ``gather`` on 8 ranks (one world(8) ``@given`` test,
@@ -139,12 +139,16 @@ def harness_session(root: Path, tests: int, workers: int) -> tuple[float, float,
     return wall, first, rest[len(rest) // 2]
 
 
-def extrapolated(make, k1: int, k2: int, tests: int) -> tuple[float, float]:
-    """Return (extrapolated wall for ``tests`` tests, seconds per test) from sessions of k1 and k2 tests."""
-    t1, _ = _session(make(k1))
-    t2, _ = _session(make(k2))
-    per_test = (t2 - t1) / (k2 - k1)
-    return t1 + (tests - k1) * per_test, per_test
+def extrapolated(make, sample: int, tests: int) -> tuple[float, float]:
+    """Return (extrapolated wall for ``tests`` tests, seconds per test) from one session of ``sample`` tests.
+
+    Per test: the median of the tests' own JUnit times; the session's fixed cost (start, collection,
+    teardown): its wall minus the tests' times. Both come from the same session.
+    """
+    wall, cases = _session(make(sample))
+    times = sorted(t for _, t in cases.values())
+    per_test = times[len(times) // 2]
+    return (wall - sum(times)) + tests * per_test, per_test
 
 
 def spawn_dir(root: Path, count: int) -> Path:
@@ -169,8 +173,8 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--examples", type=int, default=300)
-    parser.add_argument("--spawn-sample", type=int, nargs=2, default=(1, 3), metavar=("K1", "K2"))
-    parser.add_argument("--launcher-sample", type=int, nargs=2, default=(2, 6), metavar=("K1", "K2"))
+    parser.add_argument("--spawn-sample", type=int, default=2, help="MultiProcessTestCase tests actually run")
+    parser.add_argument("--launcher-sample", type=int, default=6, help="debug_launcher tests actually run")
     parser.add_argument("--only", nargs="+", choices=("harness", "spawn", "launcher", "hypothesis"),
                         default=("harness", "spawn", "launcher", "hypothesis"), help="run these parts only")
     args = parser.parse_args()
@@ -184,14 +188,13 @@ def main() -> None:
                   f"({ours / args.tests * 1000:.0f} ms per test, session start included); "
                   f"first test (starts the world) {first:.1f} s, then median {median * 1000:.0f} ms per test")
         if "spawn" in args.only:
-            spawn, spawn_per = extrapolated(lambda k: spawn_dir(root, k), *args.spawn_sample, args.tests)
+            spawn, spawn_per = extrapolated(lambda k: spawn_dir(root, k), args.spawn_sample, args.tests)
             print(f"MultiProcessTestCase (spawn 8 per test): {spawn_per:.2f} s per test; {args.tests} tests "
-                  f"EXTRAPOLATED from sessions of {args.spawn_sample[0]} and {args.spawn_sample[1]} tests: {spawn:.0f} s")
+                  f"EXTRAPOLATED from a session of {args.spawn_sample} tests: {spawn:.0f} s")
         if "launcher" in args.only:
-            launch, launch_per = extrapolated(lambda k: launcher_dir(root, k), *args.launcher_sample, args.tests)
+            launch, launch_per = extrapolated(lambda k: launcher_dir(root, k), args.launcher_sample, args.tests)
             print(f"debug_launcher per test (fork 8 per test): {launch_per:.2f} s per test; {args.tests} tests "
-                  f"EXTRAPOLATED from sessions of {args.launcher_sample[0]} and {args.launcher_sample[1]} tests: "
-                  f"{launch:.0f} s")
+                  f"EXTRAPOLATED from a session of {args.launcher_sample} tests: {launch:.0f} s")
         if "hypothesis" in args.only:
             ran, seconds = hypothesis_rate(root, args.examples)
             rate = ran / seconds

@@ -4,6 +4,7 @@ Each case starts N xdist workers that import torch, on a 2-core box: a few cases
 """
 
 import re
+import time
 
 import pytest
 
@@ -78,6 +79,10 @@ def test_world_tests_share_one_worker_and_the_process_count_stays_bounded(tmp_pa
     # allowed for ranks being reaped while the world is rebuilt after the failing test.
     peak = int((directory / "peak.txt").read_text())
     assert peak <= 2 * n + 2 + 2, f"{peak} processes for -n {n}"
+    deadline = time.monotonic() + 15  # workers, zygote and ranks are all gone after the session
+    while runs.tagged(run.tag) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert runs.tagged(run.tag) == []
     if others is not None:
         other = runs.finish(*others)
         assert other.outcome("test_w2[0]") == "passed" and other.outcome("test_wn[2]") == "passed", other.output
