@@ -7,8 +7,8 @@ per tensor (all_gather_into_tensor on device backends, all_gather of a list on g
 accelerate's operations (from /work/main/.upstream when present, else the installed `accelerate`;
 the column is skipped with a note when neither imports).
 
-Timing: the implementations take turns, round after round, so drift on a shared machine hits them
-alike; each number is the median over rounds of (loop time / iterations), on rank 0, between barriers.
+Timing: the implementations take turns, round after round (who goes first rotates), so drift on a
+shared machine hits them alike; each number is the median over rounds of (loop time / iterations), on rank 0, between barriers.
 
 Usage:
     python bench/ops.py                       # 4-rank gloo world on this machine (spawned)
@@ -159,9 +159,11 @@ def bench(args, rank: int, world: int, device):
             times = {name: [] for name in impls}
             for name, ops in impls.items():  # warm-up (allocator, NCCL channels, caches)
                 time_loop(ops[op], data, 1, device)
-            for _ in range(args.rounds):
-                for name, ops in impls.items():
-                    times[name].append(time_loop(ops[op], data, iterations, device))
+            order = list(impls)
+            for round_index in range(args.rounds):
+                shift = round_index % len(order)  # rotate who goes first: no one always pays the round's cold start
+                for name in order[shift:] + order[:shift]:
+                    times[name].append(time_loop(impls[name][op], data, iterations, device))
             results.append({"case": case, "op": op, **{name: statistics.median(t) for name, t in times.items()}})
             del data
     return results, note

@@ -1,7 +1,8 @@
 """The three ways a data op reaches the other processes, behind one small interface.
 
-- `TorchDistributedBackend`: torch.distributed (gloo: list all_gather; NCCL and the other device
-  backends: all_gather_into_tensor into one buffer), with the structure coalesced (see packing.py);
+- `TorchDistributedBackend`: torch.distributed, all_gather_into_tensor into one buffer (gloo builds
+  without it: all_gather of a list), with the structure coalesced (see packing.py) and a lone tensor
+  sent as it is;
 - `XlaBackend`: torch_xla (`xm.all_gather`, `xm.all_reduce` with a scale; objects through the host, see xla_replicas);
 - `OneProcessBackend`: nothing to exchange; the ops hand their inputs back as upstream does.
 
