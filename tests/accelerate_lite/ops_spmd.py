@@ -10,6 +10,8 @@ every rank at the same example (and names it) instead of desynchronising the wor
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 import traceback
 
@@ -278,18 +280,33 @@ def check_collective_counts() -> dict:
     originals = {name: getattr(dist, name) for name in ("all_gather", "all_gather_into_tensor", "all_reduce", "broadcast")}
     if hasattr(dist, "all_gather_single"):
         originals["all_gather_single"] = dist.all_gather_single
-    calls = {"n": 0}
+    calls = {"n": 0, "grouped": False}
 
     def counting(function):
         def wrapper(*args, **kwargs):
-            calls["n"] += 1
+            calls["n"] += 0 if calls["grouped"] else 1
             return function(*args, **kwargs)
 
         return wrapper
 
+    c10d = dist.distributed_c10d
+    coalescing_manager = c10d._coalescing_manager
+
+    @contextlib.contextmanager
+    def counting_group(*args, **kwargs):
+        # NCCL runs the calls of one coalescing group as a single launch: count the group once
+        calls["n"] += 1
+        calls["grouped"] = True
+        try:
+            with coalescing_manager(*args, **kwargs) as group:
+                yield group
+        finally:
+            calls["grouped"] = False
+
     from accelerate_lite.utils.ops import backends
 
     try:
+        c10d._coalescing_manager = counting_group
         for name, function in originals.items():
             setattr(dist, name, counting(function))
         backends._cache = (None, None)  # rebuild so the backend binds the counting functions
@@ -298,6 +315,7 @@ def check_collective_counts() -> dict:
             call(data)
             counts[op] = calls["n"]
     finally:
+        c10d._coalescing_manager = coalescing_manager
         for name, function in originals.items():
             setattr(dist, name, function)
         backends._cache = (None, None)

@@ -97,6 +97,16 @@ class OneProcessBackend:
         return None
 
 
+def _groupable(tensors) -> bool:
+    """True when NCCL can gather these as one group: native dtypes, non-empty, all on one CUDA device."""
+    if not tensors:
+        return False
+    device = tensors[0].device
+    return device.type == "cuda" and all(
+        t.dtype in _NATIVE and t.device == device and t.numel() > 0 for t in tensors
+    )
+
+
 class TorchDistributedBackend:
     """torch.distributed collectives on the default group, one collective per packed group of tensors."""
 
@@ -116,11 +126,25 @@ class TorchDistributedBackend:
     def gather(self, tensors):
         if len(tensors) == 1 and tensors[0].dtype in _NATIVE:
             return [self._gather_one(tensors[0])]
+        if self.name == "nccl" and _groupable(tensors):
+            return self._gather_grouped(tensors)
         results: list = [None] * len(tensors)
         for pack in pack_groups(tensors, as_bytes=True, fresh=False):
             for index, tensor in unpack_gathered(pack, self._all_gather(pack.buffer), self.num_processes):
                 results[index] = tensor
         return results
+
+    def _gather_grouped(self, tensors):
+        # NCCL runs a group of all_gathers as one launch straight into their outputs: no packing copies
+        # (measured on 2 GPUs: packing a dict of 8 tensors cost more than the eight calls it saved).
+        inputs = [t.reshape(1) if t.ndim == 0 else t.contiguous() for t in tensors]
+        world = self.num_processes
+        outputs = [torch.empty((world * t.shape[0], *t.shape[1:]), dtype=t.dtype, device=t.device) for t in inputs]
+        with dist.distributed_c10d._coalescing_manager(device=inputs[0].device, async_ops=True) as group:
+            for out, tensor in zip(outputs, inputs):
+                dist.all_gather_into_tensor(out, tensor)
+        group.wait()
+        return outputs
 
     def _gather_one(self, tensor: torch.Tensor) -> torch.Tensor:
         # a lone tensor goes as it is (upstream's path): packing would only add Python overhead
