@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .utils.enums import DistributedType
+from .utils.enums import TORCH_DISTRIBUTED_TYPES, DistributedType
 from .utils.environment import parse_flag_from_env
 from .utils.imports import is_deepspeed_available, is_module_importable
 from .utils.launch_env import (
@@ -40,18 +40,6 @@ from .utils.launch_env import (
 
 logger = logging.getLogger(__name__)
 
-# Distributed types whose processes talk through torch.distributed.
-TORCH_DISTRIBUTED_TYPES = frozenset(
-    {
-        DistributedType.MULTI_CPU,
-        DistributedType.MULTI_GPU,
-        DistributedType.MULTI_NPU,
-        DistributedType.MULTI_XPU,
-        DistributedType.DEEPSPEED,
-        DistributedType.FSDP,
-        DistributedType.MEGATRON_LM,
-    }
-)
 
 
 def _do_nothing(*args, **kwargs):

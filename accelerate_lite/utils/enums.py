@@ -40,6 +40,20 @@ class DistributedType(BaseEnum):
     MEGATRON_LM = "MEGATRON_LM"
 
 
+# Distributed types whose processes talk through torch.distributed (the others: XLA, or one process).
+TORCH_DISTRIBUTED_TYPES = frozenset(
+    {
+        DistributedType.MULTI_CPU,
+        DistributedType.MULTI_GPU,
+        DistributedType.MULTI_NPU,
+        DistributedType.MULTI_XPU,
+        DistributedType.DEEPSPEED,
+        DistributedType.FSDP,
+        DistributedType.MEGATRON_LM,
+    }
+)
+
+
 class SageMakerDistributedType(BaseEnum):
     """The kind of distributed setup on Amazon SageMaker."""
 

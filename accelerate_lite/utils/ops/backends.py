@@ -16,21 +16,10 @@ from typing import Any, Protocol, Sequence
 import torch
 import torch.distributed as dist
 
-from ..enums import DistributedType
+from ..enums import TORCH_DISTRIBUTED_TYPES, DistributedType
 from . import xla_replicas
 from .packing import pack_groups, unpack_gathered, unpack_into, unpack_views
 
-_TORCH_DISTRIBUTED_TYPES = frozenset(
-    {
-        DistributedType.MULTI_CPU,
-        DistributedType.MULTI_GPU,
-        DistributedType.MULTI_NPU,
-        DistributedType.MULTI_XPU,
-        DistributedType.DEEPSPEED,
-        DistributedType.FSDP,
-        DistributedType.MEGATRON_LM,
-    }
-)
 
 
 # Integer dtypes gloo and NCCL cannot sum: summed in a wider type (two's-complement wrap-around is kept).
@@ -312,6 +301,6 @@ def current_backend() -> Backend:
 def _make_backend(state) -> Backend:
     if state.distributed_type == DistributedType.TPU:
         return XlaBackend(state.num_processes, state.process_index)
-    if state.distributed_type in _TORCH_DISTRIBUTED_TYPES:
+    if state.distributed_type in TORCH_DISTRIBUTED_TYPES:
         return TorchDistributedBackend(state.backend or dist.get_backend(), state.num_processes, state.process_index, state.device)
     return OneProcessBackend()
