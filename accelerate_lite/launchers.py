@@ -138,7 +138,8 @@ def _run_rank(function, args, rank: int, world_size: int, workdir: str) -> None:
     except SystemExit:
         raise  # its code becomes the rank's exit code
     except BaseException as error:  # also pytest's skip/fail outcomes and KeyboardInterrupt
-        outcome = ("error", type(error).__name__, str(error), traceback.format_exc())
+        # when it failed, so the launcher can tell the cause from peers that failed because of it
+        outcome = ("error", type(error).__name__, str(error), traceback.format_exc(), time.monotonic())
     succeeded = _write_outcome(workdir, rank, outcome)
     if succeeded and dist.is_initialized():
         dist.destroy_process_group()
@@ -202,6 +203,15 @@ def _kill_descendants(pid: int) -> None:
         pass
 
 
+def _root_cause(noticed: int, outcomes: dict) -> int:
+    """The rank whose error came first: peers blocked in a collective with it fail moments later
+    (gloo "connection closed"), and their exits can be noticed before its own."""
+    if noticed not in outcomes:
+        return noticed  # it died without a word (killed): the others' errors follow from that
+    timed = {rank: o[4] for rank, o in outcomes.items() if o[0] == "error" and len(o) > 4}
+    return min(timed, key=timed.get) if timed else noticed
+
+
 def _collect(ranks, workdir: str, first_failure):
     """Read every rank's outcome; raise LaunchError naming the first failing rank, else return the results."""
     outcomes = {}
@@ -223,6 +233,7 @@ def _collect(ranks, workdir: str, first_failure):
             failures,
             exitcodes,
         )
+    first_failure = _root_cause(first_failure, outcomes)
     if first_failure in failures:
         kind, message = outcomes[first_failure][1], outcomes[first_failure][2]
         detail = f"raised {kind}: {message}\n\n{failures[first_failure]}"

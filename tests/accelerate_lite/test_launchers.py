@@ -170,3 +170,16 @@ def _cmdline(process):
         return process.cmdline() if process.status() != psutil.STATUS_ZOMBIE else []
     except psutil.Error:
         return []
+
+
+def test_the_first_error_in_time_is_named_not_the_first_exit_noticed():
+    # Rank 3 raised first; rank 0 then failed in gloo because rank 3 left, and its exit was seen first.
+    from accelerate_lite.launchers import _root_cause
+
+    outcomes = {
+        0: ("error", "RuntimeError", "Connection closed by peer", "tb0", 10.5),
+        1: ("ok", None),
+        3: ("error", "KeyError", "'is broken'", "tb3", 10.2),
+    }
+    assert _root_cause(0, outcomes) == 3
+    assert _root_cause(2, outcomes) == 2  # rank 2 died without a word (killed): it is the cause
