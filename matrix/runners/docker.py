@@ -71,6 +71,11 @@ def host_mounts() -> dict:
     return {path: {"bind": path, "mode": "ro"} for path in keep}
 
 
+def host_environment() -> dict:
+    """Variables that make the container import the mounted project, wherever an editable install points."""
+    return {"PYTHONPATH": str(PROJECT_ROOT)}
+
+
 def _read_archive(container, path: str) -> bytes:
     stream, _ = container.get_archive(path)
     data = io.BytesIO(b"".join(stream))
@@ -137,6 +142,7 @@ class DockerRunner:
                                   "MATRIX_RUNNER": "docker"}}
         if self.image is None:
             kwargs["volumes"] = host_mounts()
+            kwargs["environment"].update(host_environment())
         if self.gpus:
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
         started = time.perf_counter()

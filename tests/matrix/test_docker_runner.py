@@ -12,7 +12,7 @@ import pytest
 
 from matrix import results
 from matrix.cells import Cell
-from matrix.runners.docker import DockerRunner, host_mounts
+from matrix.runners.docker import DockerRunner, host_environment, host_mounts
 from matrix.runners.local import RunSettings
 
 pytestmark = pytest.mark.slow
@@ -83,7 +83,7 @@ def test_the_container_sees_the_host_python_read_only(engine):
 
     out = engine.containers.run(image, [sys.executable, "-c", "import matrix, torch; print(torch.__version__)"],
                                 volumes=host_mounts(), network_mode="none", remove=True, working_dir="/tmp",
-                                environment={"HOME": "/tmp"})
+                                environment={"HOME": "/tmp", **host_environment()})
     import torch
 
     assert out.decode().strip() == torch.__version__
