@@ -5,7 +5,16 @@ drive `simulators.World` directly share the one world the session keeps alive (t
 every test using this fixture to the single world worker under `pytest -n 8`).
 """
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples on every run (a red CI then means a change broke something, not that a
+# new random example turned up); local runs keep exploring new examples each time.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
