@@ -37,6 +37,19 @@ class Failure:
     traceback: str = ""
     reproduce: str = ""
 
+    def details(self) -> str:
+        """The failure as the reports show it: message, ranks, shrunk example, how to replay, traceback."""
+        parts = [self.message]
+        if self.rank is not None:
+            parts.append(f"first failing rank: {self.rank} (failing ranks: {list(self.ranks)})")
+        if self.example:
+            parts.append(f"shrunk example: {self.example}")
+        if self.reproduce:
+            parts.append(f"reproduce: {self.reproduce}")
+        if self.traceback:
+            parts.append(self.traceback)
+        return "\n".join(part for part in parts if part)
+
 
 @dataclass
 class CellResult:

@@ -54,16 +54,8 @@ def _cell_html(result) -> str:
     if result.failure is not None and result.is_bad:
         failure = result.failure
         rank = "" if failure.rank is None else f" rank {failure.rank}"
-        detail = [failure.message]
-        if failure.rank is not None:
-            detail.append(f"first failing rank: {failure.rank}; failing ranks: {list(failure.ranks)}")
-        if failure.example:
-            detail.append(f"shrunk example: {failure.example}")
-        if failure.reproduce:
-            detail.append(f"reproduce: {failure.reproduce}")
-        detail.append(failure.traceback)
         body = (f"<details><summary>{SYMBOL[status]}{html.escape(rank)}</summary>"
-                f"<pre>{html.escape(chr(10).join(d for d in detail if d))}</pre></details>")
+                f"<pre>{html.escape(failure.details())}</pre></details>")
     return (f"<td class='{css}' data-cell-id='{html.escape(result.cell_id, quote=True)}' "
             f"data-status='{html.escape(status, quote=True)}' title='{title}'>{body}</td>")
 

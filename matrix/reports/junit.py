@@ -10,20 +10,6 @@ from .. import results
 from ..results import RunResult
 
 
-def _failure_text(result) -> str:
-    failure = result.failure
-    parts = [failure.message]
-    if failure.rank is not None:
-        parts.append(f"first failing rank: {failure.rank} (failing ranks: {list(failure.ranks)})")
-    if failure.example:
-        parts.append(f"shrunk example: {failure.example}")
-    if failure.reproduce:
-        parts.append(f"reproduce: {failure.reproduce}")
-    if failure.traceback:
-        parts.append(failure.traceback)
-    return "\n".join(parts)
-
-
 def render_junit(run: RunResult) -> str:
     """The run as a JUnit XML document (failed/xpassed -> failure, error -> error, n/a and xfailed -> skipped)."""
     counts = run.counts()
@@ -46,11 +32,11 @@ def render_junit(run: RunResult) -> str:
         if result.status in (results.FAILED, results.XPASSED):
             node = ET.SubElement(case, "failure", {"message": result.failure.message.splitlines()[0],
                                                    "type": result.failure.error_type or result.status})
-            node.text = _failure_text(result)
+            node.text = result.failure.details()
         elif result.status == results.ERROR:
             node = ET.SubElement(case, "error", {"message": result.failure.message.splitlines()[0],
                                                  "type": result.failure.error_type or "error"})
-            node.text = _failure_text(result)
+            node.text = result.failure.details()
         elif result.status == results.NOT_APPLICABLE:
             ET.SubElement(case, "skipped", {"message": f"not applicable: {result.reason}"})
         elif result.status == results.XFAILED:
