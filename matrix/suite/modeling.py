@@ -46,8 +46,20 @@ def compute_module_sizes_check(ctx, example):
                  f"(numel x {size} bytes)")
 
 
+def _expected_devices(ctx) -> tuple[int, int]:
+    """(count, memory per device) of the accelerators the library should see: the profile's when
+    simulated; on real devices (--real) this box's own, asked of torch directly."""
+    if ctx.profile.kind in ("cpu", "mps", "xla"):
+        return 0, 0
+    if not ctx.real:
+        return ctx.profile.count, ctx.profile.memory
+    module = getattr(torch, ctx.profile.kind)
+    count = module.device_count()
+    return count, max((module.get_device_properties(i).total_memory for i in range(count)), default=0)
+
+
 def infer_strategy(ctx):
-    accelerators = 0 if ctx.profile.kind in ("cpu", "mps", "xla") else min(ctx.profile.count, 3)
+    accelerators = min(_expected_devices(ctx)[0], 3)
     budget = st.integers(0, 4000)
     return st.tuples(models(), st.lists(budget, min_size=accelerators, max_size=accelerators), budget)
 
@@ -60,12 +72,14 @@ def _check_max_memory(ctx):
     if host not in found:
         fail(f"get_max_memory() has no {host!r} entry on {ctx.profile.name}: {found}")
     if ctx.profile.kind in ("cuda", "npu", "xpu"):
+        count, memory = _expected_devices(ctx)
+        where = "this machine" if ctx.real else ctx.profile.name
         devices = sorted(k for k in found if isinstance(k, int))
-        if devices != list(range(ctx.profile.count)):
-            fail(f"get_max_memory() lists devices {devices}, expected 0..{ctx.profile.count - 1} on {ctx.profile.name}")
-        over = {k: v for k, v in found.items() if isinstance(k, int) and v > ctx.profile.memory}
+        if devices != list(range(count)):
+            fail(f"get_max_memory() lists devices {devices}, expected 0..{count - 1} on {where}")
+        over = {k: v for k, v in found.items() if isinstance(k, int) and v > memory}
         if over:
-            fail(f"get_max_memory() gives {over}, more than the {ctx.profile.memory} bytes a {ctx.profile.name} device has")
+            fail(f"get_max_memory() gives {over}, more than the {memory} bytes a device of {where} has")
 
 
 def infer_auto_device_map_check(ctx, example):
