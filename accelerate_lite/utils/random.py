@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .enums import DistributedType, RNGType
+from .enums import TORCH_DISTRIBUTED_TYPES, DistributedType, RNGType
 from .imports import is_npu_available, is_tpu_available, is_xpu_available
 
 # Backends whose collectives take CPU tensors; the others (nccl, hccl, ccl) need them on the device.
@@ -153,7 +153,7 @@ def _as_rng_type(rng_type) -> RNGType:
 
 
 def _broadcast_from_rank_zero(state: torch.Tensor) -> torch.Tensor:
-    from ..state import TORCH_DISTRIBUTED_TYPES, PartialState
+    from ..state import PartialState
 
     process = PartialState()
     if process.distributed_type == DistributedType.TPU:
