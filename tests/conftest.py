@@ -10,6 +10,8 @@ import os
 import pytest
 from hypothesis import settings
 
+from harness.plugin import world_pool
+
 # CI replays the same examples on every run (a red CI then means a change broke something, not that a
 # new random example turned up); local runs keep exploring new examples each time.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -25,9 +27,4 @@ def worlds(pytestconfig):
         def test_sum(worlds):
             assert worlds(4).run(my_module_level_fn) == [...]
     """
-    session = pytestconfig.pluginmanager.get_plugin("harness-world-session")
-
-    def get(n, profile=None, backend="gloo"):
-        return session.pool.get((n, profile, backend))
-
-    return get
+    return world_pool(pytestconfig).world
